@@ -102,6 +102,7 @@ def fold_to_wigner_seitz(
 ) -> Float[np.ndarray, "n 2"]:
     """Shortest representative of each vector modulo the lattice spanned by ``basis`` rows."""
     vectors = np.asarray(vectors, dtype=np.float64)
+    basis = reduce_basis(basis)
     frac = vectors @ np.linalg.inv(basis)
     reduced = (frac - np.round(frac)) @ basis
     shifts = np.array(list(itertools.product((-1, 0, 1), repeat=2)), dtype=np.float64) @ basis
@@ -110,13 +111,25 @@ def fold_to_wigner_seitz(
     return candidates[np.arange(len(vectors)), best]
 
 
+def reduce_basis(cell: Float[np.ndarray, "2 2"]) -> Float[np.ndarray, "2 2"]:
+    """Lagrange–Gauss reduced basis of the same 2D lattice: |b1| ≤ |b2|, 2|b1·b2| ≤ |b1|²."""
+    b1, b2 = np.array(cell, dtype=np.float64)
+    if b1 @ b1 > b2 @ b2:
+        b1, b2 = b2, b1
+    while True:
+        b2 = b2 - np.round((b1 @ b2) / (b1 @ b1)) * b1
+        if b2 @ b2 >= b1 @ b1:
+            return np.stack([b1, b2])
+        b1, b2 = b2, b1
+
+
 def minimum_image(displacements: Float[Array, "... 2"], cell: Float[np.ndarray, "2 2"]) -> Float[Array, "... 2"]:
     """Shortest periodic image of displacement vectors for a 2D cell (rows lattice vectors).
 
-    Reduces to fractional coordinates in [-½, ½) and then checks the nine
-    neighbouring images, which is exact for any reduced (e.g. triangular) cell.
+    The cell is first Gauss-reduced; rounding the fractional coordinates in that
+    basis and checking the nine neighbouring images is then exact.
     """
-    cell = np.asarray(cell, dtype=np.float64)
+    cell = reduce_basis(cell)
     inv = jnp.asarray(np.linalg.inv(cell))
     frac = displacements @ inv
     reduced = (frac - jnp.round(frac)) @ jnp.asarray(cell)

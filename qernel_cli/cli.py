@@ -1,0 +1,219 @@
+"""The ``qernel`` command line: train, sample, observe, phasediagram, presets, info."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from qernel_cli import __version__
+from qernel_cli.errors import QernelError
+
+app = typer.Typer(
+    name="qernel",
+    help="Neural-wavefunction VMC for families of moiré many-electron Hamiltonians.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+out = Console()
+err = Console(stderr=True)
+
+PresetOption = Annotated[
+    str,
+    typer.Option("--preset", "-p", help="Preset name (see `qernel presets`) or path to a TOML config file."),
+]
+SetOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--set",
+        "-s",
+        help="Override one config field, e.g. --set model.layers=4 --set hamiltonian.coulomb=false (repeatable).",
+    ),
+]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``qernel: error: message`` on stderr (one line) and return the Exit to raise."""
+    err.print(f"[bold red]qernel: error:[/] {message}", soft_wrap=True, highlight=False)
+    return typer.Exit(code)
+
+
+def user_errors(command: Callable) -> Callable:
+    """Turn :class:`QernelError` raised by a command into a one-line error and non-zero exit."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except QernelError as error:
+            raise fail(str(error), error.exit_code) from None
+
+    return wrapper
+
+
+def not_yet(what: str, issue: int) -> typer.Exit:
+    return fail(f"`qernel {what}` is not implemented yet in version {__version__} (tracked in issue {issue})", 3)
+
+
+def _version_callback(value: bool):
+    if value:
+        out.print(f"qernel {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
+    ] = False,
+):
+    """QERNEL: one transformer wavefunction trained by VMC on a whole family of moiré Hamiltonians.
+
+    Typical use: `qernel train --preset moire-tiny --out runs/tiny`, then
+    `qernel phasediagram runs/tiny --depths 0:30:16 --out pd`.
+    """
+
+
+@app.command()
+@user_errors
+def presets():
+    """List the bundled presets: electrons, supercell, filling, material and depth range."""
+    from qernel_cli.config import preset_names, resolve
+
+    table = Table(title="QERNEL presets", title_justify="left")
+    for column in ("name", "N (↑,↓)", "supercell", "filling ν", "material (a_M, m*, ε, φ)", "V range (meV)"):
+        table.add_column(column, overflow="fold")
+    configs = sorted(((resolve(name), name) for name in preset_names()), key=lambda cn: (cn[0].n_electrons, cn[1]))
+    for c, name in configs:
+        m, el = c.material, c.electrons
+        table.add_row(
+            name,
+            f"{c.n_electrons} ({el.n_up},{el.n_down})",
+            f"{c.supercell.L1}×{c.supercell.L2}",
+            _fraction(c.n_electrons, c.supercell.L1 * c.supercell.L2),
+            f"{m.a_M_nm:g} nm, {m.m_star:g} mₑ, {m.epsilon:g}, {m.phi_deg:g}°",
+            f"{c.hamiltonian.V_min_meV:g}–{c.hamiltonian.V_max_meV:g}",
+        )
+    out.print(table)
+
+
+def _fraction(n: int, d: int) -> str:
+    import fractions
+
+    f = fractions.Fraction(n, d)
+    return str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
+
+
+@app.command()
+@user_errors
+def config(preset: PresetOption = "moire-tiny", set_: SetOption = None):
+    """Print the resolved configuration (preset + overrides) as TOML, after validation."""
+    from qernel_cli.config import resolve
+
+    c = resolve(preset, set_ or [])
+    sys.stdout.write(c.to_toml())
+
+
+@app.command()
+@user_errors
+def info(preset: PresetOption = "moire-tiny", set_: SetOption = None):
+    """Show the system in physical and moiré units: E_M, V/E_M range, U, r_s, and the model size."""
+    from qernel_cli.config import resolve
+
+    c = resolve(preset, set_ or [])
+    mat = c.material_units
+    table = Table(title=f"{preset}: {c.description}", title_justify="left", show_header=False)
+    table.add_column("quantity")
+    table.add_column("value")
+    rows = [
+        ("electrons N (↑,↓)", f"{c.n_electrons} ({c.electrons.n_up},{c.electrons.n_down})"),
+        ("supercell", f"{c.supercell.L1}×{c.supercell.L2} moiré cells, area {c.supercell_geometry.area:.4f} a_M²"),
+        ("filling ν", f"{_fraction(c.n_electrons, c.supercell.L1 * c.supercell.L2)} ({c.filling:.6g})"),
+        ("energy unit E_M = ħ²/(m* a_M²)", f"{mat.energy_unit_meV:.6g} meV"),
+        ("effective Bohr radius a_B*", f"{mat.bohr_radius_nm:.6g} nm"),
+        ("Coulomb strength U = a_M/a_B*", f"{mat.coulomb_strength:.6g}" + ("" if c.hamiltonian.coulomb else " (Coulomb off)")),
+        ("r_s (units of a_B*)", f"{mat.r_s(c.filling):.6g}"),
+        (
+            "depth range V",
+            f"{c.hamiltonian.V_min_meV:g}–{c.hamiltonian.V_max_meV:g} meV = "
+            f"{mat.depth_to_moire(c.hamiltonian.V_min_meV):.6g}–{mat.depth_to_moire(c.hamiltonian.V_max_meV):.6g} E_M",
+        ),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def train(
+    preset: PresetOption = "moire-tiny",
+    set_: SetOption = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to create.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Optimisation steps (overrides training.steps).", min=1)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (overrides training.seed).", min=0)] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing run directory.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout at the end.")] = False,
+):
+    """Train the family wavefunction by VMC over the preset's range of moiré depths."""
+    from qernel_cli.config import resolve
+
+    overrides = list(set_ or [])
+    if steps is not None:
+        overrides.append(f"training.steps={steps}")
+    if seed is not None:
+        overrides.append(f"training.seed={seed}")
+    resolve(preset, overrides)  # validate before anything else
+    raise not_yet("train", 4)
+
+
+@app.command()
+@user_errors
+def sample(
+    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
+    depth: Annotated[list[float], typer.Option("--depth", help="Moiré depth V in meV (repeatable).")],
+    out_store: Annotated[Path, typer.Option("--out", "-o", help="Zarr store to write or append to.")],
+    walkers: Annotated[Optional[int], typer.Option(help="Number of walkers.", min=1)] = None,
+    steps: Annotated[Optional[int], typer.Option(help="MCMC sweeps to record.", min=1)] = None,
+):
+    """Sample walkers from a trained model at given depths and store local energies."""
+    raise not_yet("sample", 5)
+
+
+@app.command()
+@user_errors
+def observe(
+    store: Annotated[Path, typer.Argument(help="A store written by `qernel sample`.")],
+    grid: Annotated[int, typer.Option(help="Density grid points per supercell direction.", min=4)] = 96,
+):
+    """Energies with error bars, charge density, S(q), g(r) and the crystal order parameter."""
+    raise not_yet("observe", 5)
+
+
+@app.command()
+@user_errors
+def phasediagram(
+    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
+    depths: Annotated[str, typer.Option(help="Depths in meV as start:stop:count, e.g. 0:30:16.")] = "0:30:16",
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+):
+    """Sample and observe every depth; estimate the liquid–crystal transition depth."""
+    raise not_yet("phasediagram", 5)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Triangular moiré lattice and supercell geometry."""
+
+import itertools
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from qernel_cli.lattice import MOIRE_G, MOIRE_RECIPROCAL, MOIRE_VECTORS, Supercell, minimum_image
+
+
+def test_moire_reciprocal_vectors():
+    assert np.allclose(MOIRE_VECTORS @ MOIRE_RECIPROCAL.T, 2 * np.pi * np.eye(2), atol=1e-14)
+    norms = np.linalg.norm(MOIRE_G, axis=1)
+    assert np.allclose(norms, 4 * np.pi / np.sqrt(3), rtol=1e-14)
+    assert np.allclose(MOIRE_G.sum(axis=0), 0.0, atol=1e-13)
+    for a, b in itertools.combinations(MOIRE_G, 2):
+        assert np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)) == pytest.approx(-0.5, abs=1e-14)
+
+
+@pytest.mark.parametrize("L1,L2", [(3, 3), (6, 6), (2, 5)])
+def test_supercell_geometry(L1, L2):
+    sc = Supercell(L1, L2)
+    assert sc.area == pytest.approx(L1 * L2 * np.sqrt(3) / 2, rel=1e-14)
+    assert np.allclose(sc.cell @ sc.reciprocal.T, 2 * np.pi * np.eye(2), atol=1e-12)
+    k = sc.kgrid()
+    assert k.shape == (L1 * L2, 2)
+    # Every k is a Bloch momentum of the supercell: exp(i k·T) = 1.
+    assert np.allclose(np.exp(1j * k @ sc.cell.T), 1.0, atol=1e-12)
+    # All distinct modulo the moiré reciprocal lattice, and folded into the first BZ.
+    frac = k @ np.linalg.inv(MOIRE_RECIPROCAL)
+    keys = {tuple(np.round((f - np.floor(f + 1e-9)) * np.array([L1, L2])).astype(int) % [L1, L2]) for f in frac}
+    assert len(keys) == L1 * L2
+    assert np.all(np.linalg.norm(k, axis=1) <= 4 * np.pi / 3 + 1e-9)
+
+
+def test_wrap_and_minimum_image_against_brute_force():
+    sc = Supercell(3, 4)
+    rng = np.random.default_rng(0)
+    x = rng.normal(scale=10.0, size=(200, 2))
+    w = np.asarray(sc.wrap(jnp.asarray(x)))
+    frac = np.asarray(sc.fractional(jnp.asarray(w)))
+    assert np.all((frac >= 0) & (frac < 1))
+    # The wrapped point differs from the original by a supercell lattice vector.
+    shift = (x - w) @ np.linalg.inv(sc.cell)
+    assert np.allclose(shift, np.round(shift), atol=1e-9)
+    d = rng.normal(scale=5.0, size=(200, 2))
+    mi = np.asarray(minimum_image(jnp.asarray(d), sc.cell))
+    images = np.array(list(itertools.product(range(-12, 13), repeat=2))) @ sc.cell
+    brute = d[:, None, :] + images[None]
+    best = brute[np.arange(len(d)), np.argmin(np.sum(brute**2, -1), axis=1)]
+    assert np.allclose(np.linalg.norm(mi, axis=1), np.linalg.norm(best, axis=1), atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_supercell_rejects_bad_sizes(bad):
+    with pytest.raises(ValueError, match="supercell.L1"):
+        Supercell(bad, 3)
