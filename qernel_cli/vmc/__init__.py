@@ -1,0 +1,1 @@
+"""Variational Monte Carlo: sampling, optimisation, the training loop."""
