@@ -1,0 +1,105 @@
+"""Zarr stores with named dimensions and units (open with ``xarray.open_zarr``).
+
+Each array carries ``dimension_names`` and a ``units`` attribute; the group
+carries provenance (qernel/jax/equinox/folx versions, device, config). Rows
+are appended one training step at a time; on resume a store is truncated to
+the checkpoint's step count, so steps are neither lost nor duplicated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from qernel_cli.errors import QernelError
+
+STORE_FORMAT = "qernel-store/1"
+
+
+class StoreError(QernelError):
+    """A store is missing, corrupt, or was written by an incompatible version."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Variable:
+    """One stored quantity: dimensions (first is the growing one), dtype, units, description."""
+
+    dims: tuple[str, ...]
+    dtype: str
+    units: str
+    description: str
+
+
+def provenance() -> dict[str, Any]:
+    """Versions and device, recorded in every store for reproducibility."""
+    import equinox
+    import folx
+    import jax
+
+    from qernel_cli import __version__
+
+    return {
+        "qernel_version": __version__,
+        "jax_version": jax.__version__,
+        "equinox_version": equinox.__version__,
+        "folx_version": getattr(folx, "__version__", "unknown"),
+        "zarr_version": zarr.__version__,
+        "python_version": platform.python_version(),
+        "device": str(jax.devices()[0].device_kind),
+        "device_count": jax.device_count(),
+        "process_count": jax.process_count(),
+    }
+
+
+def create(path: Path, variables: dict[str, Variable], sizes: dict[str, int], attrs: dict[str, Any]) -> zarr.Group:
+    """Create a new store with empty (length-0 along the first dimension) arrays."""
+    group = zarr.open_group(str(path), mode="w-")
+    group.attrs.update({"format": STORE_FORMAT, **provenance(), **attrs})
+    for name, var in variables.items():
+        shape = (0, *(sizes[d] for d in var.dims[1:]))
+        chunks = (256, *shape[1:])
+        fill = np.nan if np.dtype(var.dtype).kind == "f" else 0
+        array = group.create_array(
+            name, shape=shape, chunks=chunks, dtype=var.dtype, dimension_names=var.dims, fill_value=fill
+        )
+        array.attrs.update({"units": var.units, "description": var.description})
+    return group
+
+
+def open_existing(path: Path, mode: str = "r") -> zarr.Group:
+    """Open a store written by QERNEL, with a one-line error if it is missing or foreign."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"store not found: {path}")
+    try:
+        group = zarr.open_group(str(path), mode=mode)
+        fmt = group.attrs.get("format")
+    except Exception as error:
+        raise StoreError(f"cannot open store {path}: {type(error).__name__}: {error}".splitlines()[0]) from None
+    if fmt != STORE_FORMAT:
+        raise StoreError(f"{path} is not a QERNEL store of format {STORE_FORMAT!r} (found {fmt!r})")
+    return group
+
+
+def length(group: zarr.Group, name: str) -> int:
+    return int(group[name].shape[0])
+
+
+def append(group: zarr.Group, rows: dict[str, Any]) -> None:
+    """Append one row to each named array (the growing first dimension)."""
+    for name, value in rows.items():
+        array = group[name]
+        value = np.asarray(value, dtype=array.dtype)
+        array.append(value[None, ...], axis=0)
+
+
+def truncate(group: zarr.Group, n: int) -> None:
+    """Cut every array of the group to its first ``n`` rows (used on resume)."""
+    for _, array in group.arrays():
+        if array.shape[0] > n:
+            array.resize((n, *array.shape[1:]))
