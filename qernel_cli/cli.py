@@ -156,23 +156,66 @@ def info(preset: PresetOption = "moire-tiny", set_: SetOption = None):
 def train(
     preset: PresetOption = "moire-tiny",
     set_: SetOption = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to create.")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Optimisation steps (overrides training.steps).", min=1)] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory (created; holds config.toml, checkpoint.npz, train.zarr).")] = Path("runs/default"),
+    steps: Annotated[Optional[int], typer.Option(help="Optimisation steps (overrides training.steps; with --resume, the new total).", min=1)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (overrides training.seed).", min=0)] = None,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing run directory.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out from its checkpoint (uses its stored config).")] = False,
+    force: Annotated[bool, typer.Option(help="Delete and overwrite an existing run directory.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout at the end.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ):
-    """Train the family wavefunction by VMC over the preset's range of moiré depths."""
-    from qernel_cli.config import resolve
+    """Train the family wavefunction by VMC over the preset's range of moiré depths.
 
-    overrides = list(set_ or [])
-    if steps is not None:
-        overrides.append(f"training.steps={steps}")
-    if seed is not None:
-        overrides.append(f"training.seed={seed}")
-    resolve(preset, overrides)  # validate before anything else
-    raise not_yet("train", 4)
+    Pre-trains on non-interacting Bloch determinants, then optimises the energy
+    averaged over depths drawn every step (SPRING natural gradient by default).
+    Ctrl-C saves a checkpoint; --resume continues exactly where it stopped.
+    """
+    import json
+
+    from qernel_cli.config import resolve
+    from qernel_cli.progress import TrainReporter
+    from qernel_cli.vmc.train import train as run_training
+
+    if resume and force:
+        raise fail("--resume and --force exclude each other")
+    config = None
+    if not resume:
+        overrides = list(set_ or [])
+        if steps is not None:
+            overrides.append(f"training.steps={steps}")
+        if seed is not None:
+            overrides.append(f"training.seed={seed}")
+        config = resolve(preset, overrides)
+    elif set_ or seed is not None:
+        raise fail("--resume uses the run's stored config; only --steps may change")
+    reporter = TrainReporter(err, enabled=not quiet)
+    try:
+        summary = run_training(config, out_dir, resume=resume, force=force, steps=steps, reporter=reporter)
+    except KeyboardInterrupt:
+        reporter.stop()
+        raise fail(f"interrupted; checkpoint saved in {out_dir} (continue with --resume)", 130) from None
+    if json_:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        _print_energies(summary)
+
+
+def _print_energies(summary: dict) -> None:
+    table = Table(title=f"energies per electron after {summary['steps']} steps ({summary['wall_time_s']:.0f} s)", title_justify="left")
+    for column in ("V (meV)", "E/N (meV)", "± (meV)", "kinetic", "moiré", "interaction"):
+        table.add_column(column, justify="right")
+    for d in summary["depths"]:
+        table.add_row(
+            f"{d['V_meV']:.3f}",
+            f"{d['energy_per_electron_meV']:.4f}",
+            f"{d['energy_error_meV']:.4f}",
+            f"{d['kinetic_meV']:.4f}",
+            f"{d['potential_meV']:.4f}",
+            f"{d['interaction_meV']:.4f}",
+        )
+    out.print(table)
+    if summary["rejected_steps"]:
+        err.print(f"[yellow]warning:[/] {summary['rejected_steps']} non-finite steps were rejected and rolled back")
 
 
 @app.command()

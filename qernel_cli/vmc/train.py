@@ -1,0 +1,436 @@
+"""The ``qernel train`` run: run directory, pre-training, VMC loop, store, checkpoints, resume.
+
+A run directory holds
+
+* ``config.toml``: the resolved configuration (written atomically, once);
+* ``checkpoint.npz``: parameters, optimiser state, walkers, RNG key, step
+  (atomic, every ``training.checkpoint_minutes``, on Ctrl-C and at the end);
+* ``train.zarr``: one row per optimisation step (see :data:`TRAIN_VARIABLES`).
+
+Resuming restores the checkpoint and truncates ``train.zarr`` to the
+checkpoint's step, so the continued run reproduces an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from qernel_cli import checkpoint, store
+from qernel_cli.config import Config, from_dict, read_toml
+from qernel_cli.errors import QernelError
+from qernel_cli.hamiltonian.bands import converged_shells
+from qernel_cli.hamiltonian.ewald import EwaldSum
+from qernel_cli.model import make_wavefunction
+from qernel_cli.vmc.family import stratified_depths, stratum_centres
+from qernel_cli.vmc.mcmc import Walkers, adapt_width, initial_walkers, metropolis_sweeps, with_conditions
+from qernel_cli.vmc.pretrain import PretrainState, family_orbitals, make_pretrain_step
+from qernel_cli.vmc.step import Hyper, Physics, TrainState, init_opt_state, local_energies, log_abs_fn, make_step
+
+CONFIG_FILE = "config.toml"
+CHECKPOINT_FILE = "checkpoint.npz"
+TRAIN_STORE = "train.zarr"
+MAX_CONSECUTIVE_FAILURES = 10
+
+V = store.Variable
+TRAIN_VARIABLES = {
+    "step": V(("step",), "int64", "1", "optimisation step index"),
+    "depth": V(("step", "group"), "float64", "meV", "moiré depth V of each walker group in this step"),
+    "energy": V(("step", "group"), "float64", "meV", "mean local energy per electron"),
+    "energy_error": V(("step", "group"), "float64", "meV", "standard error of the energy per electron (walkers treated as independent)"),
+    "variance": V(("step", "group"), "float64", "meV^2", "variance of the total local energy"),
+    "kinetic": V(("step", "group"), "float64", "meV", "kinetic energy per electron"),
+    "potential": V(("step", "group"), "float64", "meV", "moiré potential energy per electron"),
+    "interaction": V(("step", "group"), "float64", "meV", "Coulomb interaction energy per electron"),
+    "acceptance": V(("step", "group"), "float64", "1", "Metropolis acceptance rate"),
+    "move_width": V(("step", "group"), "float64", "a_M", "Gaussian move width after adaptation"),
+    "learning_rate": V(("step",), "float64", "1", "learning rate of this step"),
+    "update_norm": V(("step",), "float64", "1", "Euclidean norm of the parameter update"),
+    "accepted": V(("step",), "int8", "1", "1 if the step was finite and applied, 0 if rejected and rolled back"),
+    "wall_time": V(("step",), "float64", "s", "wall-clock time since the start of the run (summed over resumes)"),
+}
+PRETRAIN_VARIABLES = {
+    "pretrain_infidelity": V(("pretrain_step", "group"), "float64", "1", "1 − fidelity with the Bloch determinant"),
+    "pretrain_depth": V(("pretrain_step", "group"), "float64", "meV", "depth of each group in the pre-training step"),
+}
+
+
+class RunError(QernelError):
+    """A run directory that cannot be used as asked."""
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything built from a config for training (model structure, physics, jitted steps)."""
+
+    config: Config
+    static: Any
+    params: Any
+    physics: Physics
+    hyper: Hyper
+    ewald: EwaldSum | None
+
+    @property
+    def energy_unit_meV(self) -> float:
+        return self.config.material_units.energy_unit_meV
+
+    @property
+    def n_groups(self) -> int:
+        return self.config.training.depths_per_step
+
+    @property
+    def walkers_per_group(self) -> int:
+        return self.config.sampler.walkers // self.config.training.depths_per_step
+
+
+def build(config: Config) -> Run:
+    """Model (random init from the seed), physics in moiré units and optimiser settings."""
+    if config.sampler.walkers % config.training.depths_per_step:
+        raise RunError(
+            f"sampler.walkers={config.sampler.walkers} must be a multiple of training.depths_per_step="
+            f"{config.training.depths_per_step} (walkers are split evenly between depths)"
+        )
+    material = config.material_units
+    key = jax.random.PRNGKey(config.training.seed)
+    model = make_wavefunction(config, jax.random.fold_in(key, 1))
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    coulomb = material.coulomb_strength if config.hamiltonian.coulomb else 0.0
+    physics = Physics(
+        supercell=config.supercell_geometry,
+        phi_deg=config.material.phi_deg,
+        coulomb_strength=coulomb,
+        v_min=material.depth_to_moire(config.hamiltonian.V_min_meV),
+        v_max=material.depth_to_moire(config.hamiltonian.V_max_meV),
+    )
+    op = config.optimizer
+    hyper = Hyper(
+        optimizer=op.name,
+        learning_rate=op.learning_rate,
+        lr_decay_steps=op.lr_decay_steps,
+        damping=op.damping,
+        momentum=op.momentum,
+        max_norm=op.max_norm,
+        clip_mad=op.clip_mad,
+        mcmc_steps=config.sampler.steps_per_iteration,
+        target_acceptance=config.sampler.target_acceptance,
+    )
+    ewald = EwaldSum(physics.supercell.cell, n_electrons=config.n_electrons) if coulomb else None
+    return Run(config=config, static=static, params=params, physics=physics, hyper=hyper, ewald=ewald)
+
+
+# ---------------------------------------------------------------------------
+# Run directory.
+
+
+def prepare_run_dir(out_dir: Path, config: Config | None, *, resume: bool, force: bool, steps: int | None = None) -> Config:
+    """Create (or reopen with ``resume``) a run directory; returns the config to use.
+
+    On resume the stored config is used (``steps`` may extend the run). Never
+    deletes data unless ``force`` is given, and even then only a directory that
+    is a QERNEL run (has config.toml).
+    """
+    out_dir = Path(out_dir)
+    if resume:
+        if not (out_dir / CONFIG_FILE).is_file():
+            raise RunError(f"cannot resume: {out_dir} is not a QERNEL run directory (no {CONFIG_FILE})")
+        stored = from_dict(read_toml(out_dir / CONFIG_FILE))
+        if steps is not None:
+            stored = dataclasses.replace(stored, training=dataclasses.replace(stored.training, steps=steps))
+        return stored
+    if config is None:
+        raise RunError("a config (preset) is needed to start a new run")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        if not force:
+            raise RunError(f"{out_dir} already exists and is not empty; use --resume to continue it or --force to overwrite")
+        if not (out_dir / CONFIG_FILE).is_file():
+            raise RunError(f"refusing to --force over {out_dir}: it is not a QERNEL run directory (no {CONFIG_FILE})")
+        shutil.rmtree(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(out_dir / CONFIG_FILE, config.to_toml())
+    except OSError as error:
+        raise RunError(f"cannot write run directory {out_dir}: {error.strerror or error}") from None
+    return config
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------
+# Phases.
+
+
+def pretrain(run: Run, params: Any, key: jax.Array, walkers: Walkers, on_step: Callable | None = None) -> tuple[Any, Walkers, np.ndarray, np.ndarray]:
+    """Fit the model to Bloch determinants over the depth range; returns params, walkers and the log."""
+    cfg = run.config
+    n_steps = cfg.pretrain.steps
+    optimizer = optax.adam(cfg.pretrain.learning_rate)
+    step = make_pretrain_step(run.static, run.physics.supercell, cfg.electrons.n_up, optimizer, cfg.sampler.steps_per_iteration)
+    state = PretrainState(params=params, opt_state=optimizer.init(params), walkers=walkers, key=key)
+    n_per_spin = max(cfg.electrons.n_up, cfg.electrons.n_down, 1)
+    n_shells = converged_shells(run.physics.v_max, run.physics.phi_deg, -(-n_per_spin // cfg.supercell.L1 // cfg.supercell.L2) + 2)
+    rng = np.random.default_rng(cfg.training.seed + 7)
+    losses, depths_log = [], []
+    for i in range(n_steps):
+        g = run.n_groups
+        edges = np.linspace(run.physics.v_min, run.physics.v_max, g + 1)
+        depths = edges[:-1] + rng.uniform(size=g) * np.diff(edges)
+        orbitals = family_orbitals(run.physics.supercell, cfg.electrons.n_up, cfg.electrons.n_down, depths, run.physics.phi_deg, n_shells)
+        state = eqx.tree_at(lambda s: s.walkers.conditions, state, jnp.asarray(depths[:, None]))
+        state, loss, acceptance = step(state, orbitals)
+        losses.append(np.asarray(loss))
+        depths_log.append(depths)
+        if on_step is not None:
+            on_step(i, float(np.mean(losses[-1])), float(np.mean(acceptance)))
+    return state.params, state.walkers, np.array(losses).reshape(n_steps, run.n_groups), np.array(depths_log).reshape(n_steps, run.n_groups)
+
+
+def evaluate(
+    run: Run, params: Any, walkers: Walkers, key: jax.Array, depths_moire: np.ndarray, n_blocks: int = 20
+) -> dict[str, np.ndarray]:
+    """Energies per electron (E_M) at fixed depths: mean and standard error over blocks of sweeps."""
+    model = eqx.combine(params, run.static)
+    g = walkers.conditions.shape[0]
+    if len(depths_moire) != g:
+        raise ValueError("one depth per walker group")
+    walkers = with_conditions(log_abs_fn(model), walkers, jnp.asarray(depths_moire)[:, None])
+
+    @eqx.filter_jit
+    def block(params, walkers, key):
+        model = eqx.combine(params, run.static)
+        walkers, acc = metropolis_sweeps(log_abs_fn(model), walkers, key, run.physics.supercell, run.hyper.mcmc_steps)
+        e = local_energies(model, walkers, run.physics, run.ewald)
+        return walkers, acc, e
+
+    n = run.config.n_electrons
+    for i in range(5):  # re-equilibrate at the fixed depths, adapting the width
+        walkers, acc, _ = block(params, walkers, jax.random.fold_in(key, i))
+        walkers = adapt_width(walkers, acc, run.hyper.target_acceptance)
+    rows = {"total": [], "kinetic": [], "potential": [], "interaction": []}
+    for i in range(n_blocks):
+        walkers, acc, e = block(params, walkers, jax.random.fold_in(key, 1000 + i))
+        for name in rows:
+            rows[name].append(np.mean(np.asarray(getattr(e, name)), axis=1) / n)
+    result = {}
+    for name, values in rows.items():
+        values = np.array(values)  # (blocks, groups)
+        result[name] = values.mean(axis=0)
+        result[name + "_error"] = values.std(axis=0, ddof=1) / np.sqrt(n_blocks)
+    return result
+
+
+# ---------------------------------------------------------------------------
+# The training loop.
+
+
+def _new_store(path: Path, run: Run, *, pretrain_steps: int) -> Any:
+    cfg = run.config
+    mat = cfg.material_units
+    variables = dict(TRAIN_VARIABLES)
+    if pretrain_steps:
+        variables.update(PRETRAIN_VARIABLES)
+    return store.create(
+        path,
+        variables,
+        {"group": run.n_groups},
+        {
+            "kind": "train",
+            "config_toml": cfg.to_toml(),
+            "n_electrons": cfg.n_electrons,
+            "energy_unit_meV": mat.energy_unit_meV,
+            "coulomb_strength_U": run.physics.coulomb_strength,
+            "training_depths_moire": [run.physics.v_min, run.physics.v_max],
+            "seed": cfg.training.seed,
+        },
+    )
+
+
+def train(
+    config: Config | None,
+    out_dir: Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    steps: int | None = None,
+    reporter: Any | None = None,
+    fault_at: dict[int, float] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) training; returns the JSON-able summary.
+
+    ``reporter`` receives progress callbacks (see :class:`qernel_cli.progress.TrainReporter`);
+    ``fault_at`` maps step → value added to the local energies (tests of rollback).
+    """
+    out_dir = Path(out_dir)
+    config = prepare_run_dir(out_dir, config, resume=resume, force=force, steps=steps)
+    run = build(config)
+    cfg = config
+    ckpt_path = out_dir / CHECKPOINT_FILE
+    store_path = out_dir / TRAIN_STORE
+    t_start = time.perf_counter()
+    wall_offset = 0.0
+    key = jax.random.PRNGKey(cfg.training.seed)
+    template = TrainState(
+        params=run.params,
+        opt_state=init_opt_state(run.hyper, run.params),
+        walkers=initial_walkers(
+            log_abs_fn(eqx.combine(run.params, run.static)),
+            jax.random.fold_in(key, 2),
+            run.physics.supercell,
+            jnp.asarray(stratum_centres(run.n_groups, run.physics.v_min, run.physics.v_max))[:, None],
+            run.walkers_per_group,
+            cfg.n_electrons,
+            cfg.sampler.move_width,
+        ),
+        key=jax.random.fold_in(key, 3),
+        step=jnp.zeros((), jnp.int64),
+    )
+    rejected_total = 0
+    if resume and ckpt_path.exists():
+        state, header = checkpoint.restore(ckpt_path, template)
+        wall_offset = float(header.get("wall_time", 0.0))
+        rejected_total = int(header.get("rejected", 0))
+        group = store.open_existing(store_path, mode="a")
+        done = int(state.step)
+        if store.length(group, "step") < done:
+            raise RunError(f"{store_path} has fewer steps than the checkpoint ({store.length(group, 'step')} < {done}); the store is damaged")
+        store.truncate(group, done)
+    else:
+        if resume:
+            # Interrupted before the first checkpoint: start over in the same directory.
+            if store_path.exists():
+                shutil.rmtree(store_path)
+        group = _new_store(store_path, run, pretrain_steps=cfg.pretrain.steps)
+        state = template
+        if cfg.pretrain.steps:
+            callback = reporter.pretrain_step if reporter else None
+            if reporter:
+                reporter.start_pretrain(cfg.pretrain.steps)
+            params, walkers, losses, depths = pretrain(run, state.params, jax.random.fold_in(key, 4), state.walkers, callback)
+            if reporter:
+                reporter.end_pretrain()
+            for loss, depth in zip(losses, depths):
+                store.append(group, {"pretrain_infidelity": loss, "pretrain_depth": depth * run.energy_unit_meV})
+            state = eqx.tree_at(lambda s: (s.params, s.walkers), state, (params, walkers))
+        # Burn-in of the model's own chains at the stratum centres.
+        model = eqx.combine(state.params, run.static)
+        walkers = with_conditions(log_abs_fn(model), state.walkers, template.walkers.conditions)
+        burn = eqx.filter_jit(lambda p, w, k: metropolis_sweeps(log_abs_fn(eqx.combine(p, run.static)), w, k, run.physics.supercell, 10))
+        for i in range(max(1, cfg.sampler.burn_in // 10)):
+            walkers, acc = burn(state.params, walkers, jax.random.fold_in(key, 100 + i))
+            walkers = adapt_width(walkers, acc, cfg.sampler.target_acceptance)
+        state = eqx.tree_at(lambda s: s.walkers, state, walkers)
+
+    step_fn = make_step(run.static, run.physics, run.hyper, run.ewald)
+    n_total = cfg.training.steps
+    unit = run.energy_unit_meV
+    n_el = cfg.n_electrons
+    last_ckpt = time.perf_counter()
+    consecutive_failures = 0
+    first = int(state.step)
+
+    def save(state: TrainState) -> None:
+        checkpoint.save(
+            ckpt_path,
+            state,
+            {
+                "step": int(state.step),
+                "wall_time": wall_offset + time.perf_counter() - t_start,
+                "rejected": rejected_total,
+                "qernel_config": cfg.to_dict(),
+            },
+        )
+
+    if reporter:
+        reporter.start_training(first, n_total)
+    try:
+        while int(state.step) < n_total:
+            s = int(state.step)
+            fault = jnp.asarray((fault_at or {}).get(s, 0.0))
+            state, stats = step_fn(state, fault)
+            stats = jax.device_get(stats)
+            ok = bool(stats["accepted"])
+            if not ok:
+                rejected_total += 1
+                consecutive_failures += 1
+            else:
+                consecutive_failures = 0
+            row = {
+                "step": s,
+                "depth": stats["depth"] * unit,
+                "energy": stats["energy"] * unit / n_el,
+                "energy_error": stats["energy_error"] * unit / n_el,
+                "variance": stats["variance"] * unit**2,
+                "kinetic": stats["kinetic"] * unit / n_el,
+                "potential": stats["potential"] * unit / n_el,
+                "interaction": stats["interaction"] * unit / n_el,
+                "acceptance": stats["acceptance"],
+                "move_width": stats["move_width"],
+                "learning_rate": stats["learning_rate"],
+                "update_norm": stats["update_norm"],
+                "accepted": int(ok),
+                "wall_time": wall_offset + time.perf_counter() - t_start,
+            }
+            store.append(group, row)
+            if reporter:
+                reporter.training_step(row, rejected_total)
+            if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+                save(state)
+                raise RunError(
+                    f"training stopped: {consecutive_failures} consecutive non-finite steps at step {s} "
+                    f"(state rolled back; last good checkpoint in {ckpt_path}); try a smaller learning rate or more damping"
+                )
+            if time.perf_counter() - last_ckpt > 60.0 * cfg.training.checkpoint_minutes:
+                save(state)
+                last_ckpt = time.perf_counter()
+    except KeyboardInterrupt:
+        save(state)
+        if reporter:
+            reporter.stop()
+        raise
+    save(state)
+    if reporter:
+        reporter.stop()
+
+    depths = np.asarray(stratum_centres(run.n_groups, run.physics.v_min, run.physics.v_max))
+    final = evaluate(run, state.params, state.walkers, jax.random.fold_in(state.key, 7), depths)
+    summary = {
+        "run_dir": str(out_dir),
+        "preset": cfg.description,
+        "n_electrons": n_el,
+        "steps": int(state.step),
+        "rejected_steps": rejected_total,
+        "wall_time_s": wall_offset + time.perf_counter() - t_start,
+        "energy_unit_meV": unit,
+        "depths": [
+            {
+                "V_meV": float(v * unit),
+                "energy_per_electron_meV": float(final["total"][i] * unit),
+                "energy_error_meV": float(final["total_error"][i] * unit),
+                "kinetic_meV": float(final["kinetic"][i] * unit),
+                "potential_meV": float(final["potential"][i] * unit),
+                "interaction_meV": float(final["interaction"][i] * unit),
+            }
+            for i, v in enumerate(depths)
+        ],
+    }
+    _atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2))
+    return summary
