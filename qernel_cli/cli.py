@@ -154,9 +154,9 @@ def info(preset: PresetOption = "moire-tiny", set_: SetOption = None):
 @app.command()
 @user_errors
 def train(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory (created; holds config.toml, checkpoint.npz, train.zarr).")],
     preset: PresetOption = "moire-tiny",
     set_: SetOption = None,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory (created; holds config.toml, checkpoint.npz, train.zarr).")] = Path("runs/default"),
     steps: Annotated[Optional[int], typer.Option(help="Optimisation steps (overrides training.steps; with --resume, the new total).", min=1)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (overrides training.seed).", min=0)] = None,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out from its checkpoint (uses its stored config).")] = False,

@@ -65,7 +65,12 @@ class HamiltonianConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Wavefunction size: transformer trunk (GQA + MoE + FiLM) and determinant head."""
+    """Wavefunction size: transformer trunk (GQA + MoE + FiLM) and determinant head.
+
+    ``envelope``: initialise the orbital envelopes from the non-interacting Bloch
+    orbitals at the middle of the depth range ("bloch") or from free-electron
+    plane waves; ``envelope_shells``: moiré reciprocal-vector shells of the envelopes.
+    """
 
     layers: int = 2
     width: int = 32
@@ -77,6 +82,8 @@ class ModelConfig:
     harmonics: int = 2
     film_hidden: int = 32
     jastrow: bool = True
+    envelope: Literal["bloch", "plane-wave"] = "bloch"
+    envelope_shells: int = 3
     dtype: Literal["float32", "float64"] = "float64"
 
 
@@ -268,7 +275,7 @@ def validate(config: Config) -> None:
             f"hamiltonian.V_max_meV: need 0 ≤ V_min_meV ≤ V_max_meV, got {ham.V_min_meV!r}..{ham.V_max_meV!r}"
         )
     md = config.model
-    for name in ("layers", "width", "heads", "kv_heads", "mlp_width", "experts", "determinants", "harmonics", "film_hidden"):
+    for name in ("layers", "width", "heads", "kv_heads", "mlp_width", "experts", "determinants", "harmonics", "film_hidden", "envelope_shells"):
         if getattr(md, name) < 1:
             raise ConfigError(f"model.{name}: must be a positive integer, got {getattr(md, name)!r}")
     if md.heads % md.kv_heads:

@@ -50,10 +50,11 @@ def test_info_reports_units():
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["train", "--preset", "nope"], "unknown preset 'nope'"),
+        (["train", "--out", "x", "--preset", "nope"], "unknown preset 'nope'"),
         (["config", "--set", "model.layrs=3"], "unknown key model.layrs"),
         (["info", "--set", "electrons.n_up=-2"], "electrons.n_up"),
-        (["train", "--set", "supercell.L1=4"], "electrons.filling"),
+        (["train", "-o", "x", "--set", "supercell.L1=4"], "electrons.filling"),
+        (["train", "-o", "x", "--set", "model.layers=0"], "model.layers"),
     ],
 )
 def test_bad_input_is_one_line_error_and_nonzero_exit(args, message):
@@ -64,7 +65,8 @@ def test_bad_input_is_one_line_error_and_nonzero_exit(args, message):
     assert "Traceback" not in result.stderr
 
 
-def test_unfinished_commands_say_so_and_fail():
-    result = runner.invoke(app, ["train", "--preset", "moire-tiny"])
+@pytest.mark.parametrize("args", [["sample", "run", "--depth", "10", "--out", "s.zarr"], ["observe", "s.zarr"], ["phasediagram", "run"]])
+def test_unfinished_commands_say_so_and_fail(args):
+    result = runner.invoke(app, args)
     assert result.exit_code == 3
     assert "not implemented" in result.stderr

@@ -1,0 +1,234 @@
+"""Bloch envelopes, generalised (Psiformer-style) orbitals and the determinant head.
+
+For determinant k, spin block s and orbital j (positions in a_M, momenta in 1/a_M)
+
+    Φ^k_ij = (w^k_j · h_i + b^k_j) · e^k_j(r_i),
+    e^k_j(r) = Σ_G a^k_j(G) exp(i (k_j + G)·r),
+
+with h_i the trunk's final features of electron i (which depend on all
+electrons), w, b complex, k_j on the supercell k-grid (fixed) and G moiré
+reciprocal vectors; a^k_j(G) are trainable. Every k_j + G is a supercell
+reciprocal vector, so each envelope, hence ψ, is periodic on the supercell.
+The default envelopes are the N lowest free-electron plane waves (one G per
+orbital) on the basis |G| ≤ envelope_shells·|b| (``bands.plane_wave_basis``, the
+same basis as the Bloch orbitals); they can instead be initialised from Bloch
+orbitals (``bands.lowest_orbitals``).
+ψ = Σ_k Π_s det Φ^{k,s}: block-diagonal in spin, combined by a complex
+logsumexp, all in float64/complex128 whatever the trunk dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Complex, Float, PRNGKeyArray
+
+from qernel_cli.hamiltonian.bands import plane_wave_basis
+from qernel_cli.lattice import Supercell
+from qernel_cli.model.determinant import combine, log_det
+from qernel_cli.model.features import static_matrix
+from qernel_cli.model.linear import normal, split
+
+
+class BlochOrbitals(Protocol):
+    """What the envelopes need of a set of Bloch orbitals (e.g. ``hamiltonian.bands.Orbitals``).
+
+    φ_j(r) ∝ Σ_G coefficients[j, G] exp(i (k_j + G)·r); k in 1/a_M, G in 1/a_M.
+    """
+
+    k: np.ndarray  # (n_orb, 2)
+    G: np.ndarray  # (n_G, 2)
+    coefficients: np.ndarray  # (n_orb, n_G) complex
+
+
+def lowest_plane_waves(
+    supercell: Supercell, n: int
+) -> tuple[Float[np.ndarray, "n 2"], Float[np.ndarray, "n 2"]]:
+    """(k_j, G_j) of the n lowest free-electron plane waves exp(i(k_j+G_j)·r) on the supercell.
+
+    k_j is on the supercell k-grid (folded into the moiré Brillouin zone), G_j a
+    moiré reciprocal vector; ties in |k+G| are broken by angle, then by k.
+    """
+    k = supercell.kgrid()
+    shells = 2
+    while True:
+        G = plane_wave_basis(shells)  # |G| ≤ shells·|b|, sorted by |G|
+        q = k[:, None, :] + G[None, :, :]
+        kk = np.broadcast_to(k[:, None, :], q.shape).reshape(-1, 2)
+        GG = np.broadcast_to(G[None, :, :], q.shape).reshape(-1, 2)
+        q = q.reshape(-1, 2)
+        norm = np.round(np.sum(q**2, axis=-1), 8)
+        order = np.lexsort((np.round(kk[:, 1], 8), np.round(kk[:, 0], 8), np.round(np.arctan2(q[:, 1], q[:, 0]), 8), norm))
+        if n <= len(order):
+            chosen = order[:n]
+            # Accept only if every chosen |q| lies inside the largest fully enumerated circle.
+            covered = np.sqrt(np.sum(G[-1] ** 2)) - np.max(np.sqrt(np.sum(k**2, axis=-1)))
+            if np.sqrt(norm[chosen[-1]]) <= covered + 1e-9:
+                return kk[chosen], GG[chosen]
+        shells += 1
+
+
+def _check_commensurate(supercell: Supercell, k: np.ndarray) -> None:
+    n = np.asarray(k) @ supercell.cell.T / (2.0 * np.pi)
+    if not np.allclose(n, np.round(n), atol=1e-6):
+        raise ValueError("envelope momenta must lie on the supercell k-grid (k·T_a ∈ 2πZ)")
+
+
+class BlochEnvelope(eqx.Module):
+    """K × n_orb periodic envelopes e^k_j(r) = Σ_G a^k_j(G) exp(i(k_j + G)·r) (dimensionless)."""
+
+    coefficients_re: Float[Array, "K n_orb n_G"]
+    coefficients_im: Float[Array, "K n_orb n_G"]
+    momenta: tuple[tuple[float, ...], ...] = eqx.field(static=True)
+    basis: tuple[tuple[float, ...], ...] = eqx.field(static=True)
+
+    def __init__(
+        self,
+        momenta: Float[np.ndarray, "n_orb 2"],
+        basis: Float[np.ndarray, "n_G 2"],
+        coefficients: Complex[np.ndarray, "n_orb n_G"],
+        determinants: int,
+    ):
+        coefficients = np.broadcast_to(np.asarray(coefficients, dtype=np.complex128), (determinants, *np.shape(coefficients)))
+        self.coefficients_re = jnp.asarray(coefficients.real, dtype=jnp.float64)
+        self.coefficients_im = jnp.asarray(coefficients.imag, dtype=jnp.float64)
+        self.momenta = static_matrix(momenta)
+        self.basis = static_matrix(basis)
+
+    @property
+    def k(self) -> Float[np.ndarray, "n_orb 2"]:
+        return np.asarray(self.momenta, dtype=np.float64).reshape(-1, 2)
+
+    @property
+    def G(self) -> Float[np.ndarray, "n_G 2"]:
+        return np.asarray(self.basis, dtype=np.float64).reshape(-1, 2)
+
+    def __call__(self, positions: Float[Array, "n 2"]) -> Complex[Array, "K n n_orb"]:
+        positions = jnp.asarray(positions, dtype=jnp.float64)
+        coefficients = jax.lax.complex(self.coefficients_re, self.coefficients_im)
+        g_phase = positions @ jnp.asarray(self.G).T  # (n, n_G)
+        k_phase = positions @ jnp.asarray(self.k).T  # (n, n_orb)
+        g_wave = jax.lax.complex(jnp.cos(g_phase), jnp.sin(g_phase))
+        k_wave = jax.lax.complex(jnp.cos(k_phase), jnp.sin(k_phase))
+        periodic = jnp.einsum("kjg,ng->knj", coefficients, g_wave)
+        return periodic * k_wave
+
+
+class SpinOrbitals(eqx.Module):
+    """Generalised orbitals of one spin block: (K, n_s, n_s) complex matrices Φ^k_ij."""
+
+    weight: Float[Array, "width 2*K*n_orb"]
+    bias: Float[Array, " 2*K*n_orb"]
+    envelope: BlochEnvelope
+
+    def __init__(
+        self,
+        width: int,
+        envelope: BlochEnvelope,
+        *,
+        dtype=jnp.float64,
+        key: PRNGKeyArray,
+    ):
+        determinants, n_orb = envelope.coefficients_re.shape[:2]
+        shape = (2, determinants, n_orb)
+        self.weight = normal(key, (width, int(np.prod(shape))), 1.0 / math.sqrt(2 * width), dtype)
+        bias = np.zeros(shape)
+        bias[0] = 1.0  # real part 1, imaginary part 0: orbitals start as their envelopes
+        self.bias = jnp.asarray(bias.reshape(-1), dtype=dtype)
+        self.envelope = envelope
+
+    @property
+    def determinants(self) -> int:
+        return self.envelope.coefficients_re.shape[0]
+
+    @property
+    def n_orbitals(self) -> int:
+        return self.envelope.coefficients_re.shape[1]
+
+    def __call__(self, h: Float[Array, "n width"], positions: Float[Array, "n 2"]) -> Complex[Array, "K n n_orb"]:
+        n = h.shape[0]
+        linear = (h.astype(self.weight.dtype) @ self.weight + self.bias).astype(jnp.float64)
+        linear = linear.reshape(n, 2, self.determinants, self.n_orbitals)
+        linear = jax.lax.complex(linear[:, 0], linear[:, 1]).transpose(1, 0, 2)  # (K, n, n_orb)
+        return linear * self.envelope(positions)
+
+
+class GeneralisedOrbitals(eqx.Module):
+    """Determinant head: Σ_k det Φ^{k,↑} det Φ^{k,↓} as complex log (log|ψ_det|, arg ψ_det)."""
+
+    blocks: tuple[SpinOrbitals, ...]
+    n_up: int = eqx.field(static=True)
+    n_down: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        supercell: Supercell,
+        n_up: int,
+        n_down: int,
+        *,
+        width: int,
+        determinants: int,
+        envelope_shells: int = 2,
+        orbitals: BlochOrbitals | tuple[BlochOrbitals, BlochOrbitals] | None = None,
+        dtype=jnp.float64,
+        key: PRNGKeyArray,
+    ):
+        """``orbitals``: None (free-electron plane waves), one set of Bloch orbitals
+        (the first n_s of them for each spin block) or a pair (up, down)."""
+        self.n_up, self.n_down = int(n_up), int(n_down)
+        per_spin = tuple(orbitals) if isinstance(orbitals, (tuple, list)) else (orbitals, orbitals)
+        if len(per_spin) != 2:
+            raise ValueError("orbitals must be None, one set of Bloch orbitals, or a pair (up, down)")
+        spins = [(n, o) for n, o in zip((self.n_up, self.n_down), per_spin) if n > 0]
+        keys = split(key, len(spins))
+        blocks = []
+        for (n_s, orbs), k in zip(spins, keys):
+            envelope = _initial_envelope(supercell, n_s, determinants, envelope_shells, orbs)
+            blocks.append(SpinOrbitals(width, envelope, dtype=dtype, key=k))
+        self.blocks = tuple(blocks)
+
+    def matrices(self, h: Float[Array, "n width"], positions: Float[Array, "n 2"]) -> tuple[Complex[Array, "K m m"], ...]:
+        """Orbital matrices per spin block (up first), rows = electrons, columns = orbitals."""
+        out, start = [], 0
+        for block in self.blocks:
+            n_s = block.n_orbitals
+            out.append(block(h[start : start + n_s], positions[start : start + n_s]))
+            start += n_s
+        return tuple(out)
+
+    def __call__(self, h: Float[Array, "n width"], positions: Float[Array, "n 2"]) -> tuple[Float[Array, ""], Float[Array, ""]]:
+        logabs, phase = 0.0, 0.0
+        for matrix in self.matrices(h, positions):
+            a, p = log_det(matrix)
+            logabs, phase = logabs + a, phase + p
+        return combine(logabs, phase)
+
+
+def _initial_envelope(
+    supercell: Supercell, n_s: int, determinants: int, envelope_shells: int, orbitals: BlochOrbitals | None
+) -> BlochEnvelope:
+    """Free-electron plane waves (default) or the first n_s of the given Bloch orbitals."""
+    if orbitals is None:
+        k, G_occ = lowest_plane_waves(supercell, n_s)
+        basis = plane_wave_basis(envelope_shells)
+        extra = [g for g in G_occ if not np.any(np.all(np.isclose(basis, g, atol=1e-8), axis=-1))]
+        if extra:
+            basis = np.concatenate([basis, np.unique(np.round(np.array(extra), 10), axis=0)])
+        match = np.all(np.isclose(basis[None, :, :], G_occ[:, None, :], atol=1e-8), axis=-1)
+        coefficients = match.astype(np.complex128)  # a_j(G) = δ_{G, G_j}
+    else:
+        k = np.asarray(orbitals.k, dtype=np.float64)
+        basis = np.asarray(orbitals.G, dtype=np.float64)
+        coefficients = np.asarray(orbitals.coefficients, dtype=np.complex128)
+        if k.shape[0] < n_s:
+            raise ValueError(f"need at least {n_s} Bloch orbitals, got {k.shape[0]}")
+        k, coefficients = k[:n_s], coefficients[:n_s]
+        # Scale so the largest envelope amplitude is O(1), whatever the orbitals' normalisation.
+        coefficients = coefficients / np.max(np.sum(np.abs(coefficients), axis=-1))
+    _check_commensurate(supercell, k)
+    return BlochEnvelope(k, basis, coefficients, determinants)

@@ -1,0 +1,285 @@
+"""The conditioned neural wavefunction ψ_θ(r_1..r_N; c) and its builder.
+
+``Wavefunction(positions, conditions)`` returns the complex scalar
+log ψ = log|ψ| + i arg ψ for one configuration:
+
+* positions: (N, 2) Cartesian, moiré units (a_M = 1), anywhere on the plane
+  (ψ is periodic on the L1 × L2 supercell); electrons 0..n_up-1 are spin up,
+  the rest spin down;
+* conditions: (n_conditions,) Hamiltonian parameters, for now c = [V/E_M]. They
+  are mapped to O(1) by the fixed affine map (c - centre)/scale given at
+  construction; later parameters (φ, U, ν) are appended as more entries.
+
+Pipeline: periodic features → token embedding (+ spin) → transformer trunk
+(GQA + MoE, FiLM by c) → generalised orbitals × Bloch envelopes → K
+block-diagonal determinants (complex128) → complex logsumexp → + cusp Jastrow.
+The trunk computes in ``dtype`` (float32 or float64); envelopes, determinants
+and the Jastrow always in float64. vmap over walkers, e.g.
+``jax.vmap(model, in_axes=(0, None))`` for walkers sharing one c.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Complex, Float, PRNGKeyArray
+
+from qernel_cli.lattice import Supercell
+from qernel_cli.model.block import Trunk
+from qernel_cli.model.features import PeriodicFeatures
+from qernel_cli.model.jastrow import CuspJastrow
+from qernel_cli.model.linear import split
+from qernel_cli.model.moe import load_balance
+from qernel_cli.model.orbitals import BlochOrbitals, GeneralisedOrbitals
+
+_DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+
+
+class Wavefunction(eqx.Module):
+    """Complex log ψ_θ(r; c) of N electrons on a moiré supercell, conditioned on c."""
+
+    features: PeriodicFeatures
+    trunk: Trunk
+    orbitals: GeneralisedOrbitals
+    jastrow: CuspJastrow | None
+    supercell: Supercell = eqx.field(static=True)
+    n_up: int = eqx.field(static=True)
+    n_down: int = eqx.field(static=True)
+    condition_centre: tuple[float, ...] = eqx.field(static=True)
+    condition_scale: tuple[float, ...] = eqx.field(static=True)
+    dtype: str = eqx.field(static=True)
+
+    def __init__(
+        self,
+        supercell: Supercell,
+        n_up: int,
+        n_down: int = 0,
+        *,
+        n_conditions: int = 1,
+        condition_centre: Sequence[float] | None = None,
+        condition_scale: Sequence[float] | None = None,
+        layers: int = 2,
+        width: int = 32,
+        heads: int = 4,
+        kv_heads: int = 2,
+        mlp_width: int = 64,
+        experts: int = 2,
+        top_k: int | None = None,
+        determinants: int = 2,
+        harmonics: int = 2,
+        film_hidden: int = 32,
+        jastrow: bool = True,
+        coulomb_strength: float = 0.0,
+        envelope_shells: int = 2,
+        orbitals: BlochOrbitals | tuple[BlochOrbitals, BlochOrbitals] | None = None,
+        dtype: str = "float64",
+        key: PRNGKeyArray,
+    ):
+        """Build with random weights.
+
+        Args:
+            supercell: the periodic cell (moiré units).
+            n_up, n_down: electrons per spin (up first in ``positions``).
+            n_conditions: length of c.
+            condition_centre, condition_scale: fixed affine normalisation of c
+                (defaults 0 and 1); each scale must be non-zero.
+            layers..film_hidden: trunk sizes (see ``ModelConfig``); ``top_k``
+                keeps only the k most probable experts per c (None = all, dense).
+            determinants: K.
+            jastrow: include the cusp Jastrow (with cusp slope ``coulomb_strength``,
+                U = a_M/a_B*; U = 0 makes it identically 1).
+            envelope_shells: plane-wave cutoff |G| ≤ envelope_shells·|b| of the
+                free-electron envelopes (Bloch ones bring their own G).
+            orbitals: optional Bloch orbitals to initialise the envelopes from:
+                one set (the first n_up / n_down of them per spin block) or a
+                pair (up, down), e.g. ``hamiltonian.bands.lowest_orbitals``.
+            dtype: "float32" or "float64" for the trunk.
+        """
+        if n_up < 0 or n_down < 0 or n_up + n_down < 1:
+            raise ValueError(f"need n_up, n_down ≥ 0 and at least one electron, got {n_up}, {n_down}")
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        centre = np.zeros(n_conditions) if condition_centre is None else np.asarray(condition_centre, dtype=np.float64)
+        scale = np.ones(n_conditions) if condition_scale is None else np.asarray(condition_scale, dtype=np.float64)
+        if centre.shape != (n_conditions,) or scale.shape != (n_conditions,):
+            raise ValueError(f"condition_centre and condition_scale need {n_conditions} entries")
+        if not np.all(np.isfinite(scale) & (scale != 0)):
+            raise ValueError(f"condition_scale must be finite and non-zero, got {scale.tolist()}")
+        k_trunk, k_orb = split(key, 2)
+        real = _DTYPES[dtype]
+        self.features = PeriodicFeatures(supercell, harmonics)
+        self.trunk = Trunk(
+            n_features=self.features.size,
+            n_conditions=n_conditions,
+            layers=layers,
+            width=width,
+            heads=heads,
+            kv_heads=kv_heads,
+            mlp_width=mlp_width,
+            experts=experts,
+            film_hidden=film_hidden,
+            top_k=top_k,
+            dtype=real,
+            key=k_trunk,
+        )
+        self.orbitals = GeneralisedOrbitals(
+            supercell,
+            n_up,
+            n_down,
+            width=width,
+            determinants=determinants,
+            envelope_shells=envelope_shells,
+            orbitals=orbitals,
+            dtype=real,
+            key=k_orb,
+        )
+        self.jastrow = CuspJastrow(supercell, n_up, n_down, coulomb_strength) if jastrow else None
+        self.supercell = supercell
+        self.n_up, self.n_down = int(n_up), int(n_down)
+        self.condition_centre = tuple(float(v) for v in centre)
+        self.condition_scale = tuple(float(v) for v in scale)
+        self.dtype = dtype
+
+    # ------------------------------------------------------------------
+
+    @property
+    def n_electrons(self) -> int:
+        return self.n_up + self.n_down
+
+    @property
+    def n_conditions(self) -> int:
+        return len(self.condition_centre)
+
+    @property
+    def spins(self) -> np.ndarray:
+        """0 for spin up, 1 for spin down, per electron."""
+        return np.array([0] * self.n_up + [1] * self.n_down, dtype=np.int32)
+
+    def normalise(self, conditions: Float[Array, " n_conditions"]) -> Float[Array, " n_conditions"]:
+        """c → (c - centre)/scale (dimensionless, O(1) on the training range)."""
+        conditions = jnp.asarray(conditions, dtype=jnp.float64).reshape(self.n_conditions)
+        return (conditions - np.asarray(self.condition_centre)) / np.asarray(self.condition_scale)
+
+    def hidden(self, positions: Float[Array, "n 2"], conditions: Float[Array, " n_conditions"]) -> Float[Array, "n width"]:
+        """The trunk's per-electron output features (permutation equivariant)."""
+        features = self.features(positions).astype(_DTYPES[self.dtype])
+        return self.trunk(features, self.spins, self.normalise(conditions))
+
+    def orbital_matrices(
+        self, positions: Float[Array, "n 2"], conditions: Float[Array, " n_conditions"]
+    ) -> tuple[Complex[Array, "K m m"], ...]:
+        """Generalised orbital matrices Φ^k_ij per spin block (up first; rows electrons), e.g. for pre-training."""
+        positions = jnp.asarray(positions, dtype=jnp.float64)
+        return self.orbitals.matrices(self.hidden(positions, conditions), positions)
+
+    def log_psi_parts(
+        self, positions: Float[Array, "n 2"], conditions: Float[Array, " n_conditions"]
+    ) -> tuple[Float[Array, ""], Float[Array, ""]]:
+        """(log|ψ|, arg ψ) as two real float64 scalars."""
+        positions = jnp.asarray(positions, dtype=jnp.float64)
+        logabs, phase = self.orbitals(self.hidden(positions, conditions), positions)
+        if self.jastrow is not None:
+            logabs = logabs + self.jastrow(positions)
+        return logabs, phase
+
+    def __call__(self, positions: Float[Array, "n 2"], conditions: Float[Array, " n_conditions"]) -> Complex[Array, ""]:
+        """log ψ = log|ψ| + i arg ψ (complex128 scalar)."""
+        logabs, phase = self.log_psi_parts(positions, conditions)
+        return jax.lax.complex(logabs, phase)
+
+    # ------------------------------------------------------------------
+
+    def gate_probabilities(self, conditions: Float[Array, "batch n_conditions"]) -> Float[Array, "batch layers experts"]:
+        """Dense MoE gate probabilities per block for a batch of (unnormalised) conditions."""
+        return jax.vmap(lambda c: self.trunk.gate_probabilities(self.normalise(c)))(jnp.atleast_2d(conditions))
+
+    def load_balance(self, conditions: Float[Array, "batch n_conditions"]) -> dict[str, Array]:
+        """Per-block load-balancing statistics (see ``moe.load_balance``) over a batch of conditions.
+
+        Every entry gets a leading ``layers`` axis.
+        """
+        probs = self.gate_probabilities(conditions)  # (batch, layers, experts)
+        return jax.vmap(load_balance, in_axes=1)(probs)
+
+
+def make_wavefunction(
+    config: Any,
+    key: PRNGKeyArray,
+    *,
+    conditions_range: tuple[Sequence[float], Sequence[float]] | None = None,
+    top_k: int | None = None,
+    envelope_shells: int | None = None,
+    orbitals: BlochOrbitals | tuple[BlochOrbitals, BlochOrbitals] | None = None,
+    envelope_depth: float | None = None,
+) -> Wavefunction:
+    """Build the wavefunction for a ``qernel_cli.config.Config``.
+
+    Sizes come from ``config.model``, the system from ``config.supercell`` and
+    ``config.electrons``, the cusp strength U from
+    ``config.material_units.coulomb_strength`` (0 if ``hamiltonian.coulomb`` is
+    false). ``conditions_range`` = (low, high) per condition in moiré units
+    (default: the training depths [V_min, V_max]/E_M); c is normalised to
+    [-1, 1] on it (a zero-width range gets scale 1).
+
+    Envelopes: the given Bloch ``orbitals``; else the non-interacting Bloch
+    orbitals (``hamiltonian.bands.lowest_orbitals``, phase φ of the config) at
+    depth ``envelope_depth`` (V/E_M), which defaults to the middle of the depth
+    range when ``config.model.envelope == "bloch"``; else free-electron plane
+    waves. ``envelope_shells`` (default ``config.model.envelope_shells``) is the
+    plane-wave cutoff |G| ≤ shells·|b| in both cases.
+    """
+    material = config.material_units
+    m = config.model
+    if conditions_range is None:
+        ham = config.hamiltonian
+        conditions_range = ([material.depth_to_moire(ham.V_min_meV)], [material.depth_to_moire(ham.V_max_meV)])
+    low = np.atleast_1d(np.asarray(conditions_range[0], dtype=np.float64))
+    high = np.atleast_1d(np.asarray(conditions_range[1], dtype=np.float64))
+    if low.shape != high.shape or low.ndim != 1:
+        raise ValueError("conditions_range must be (low, high) with one entry per condition")
+    centre = 0.5 * (low + high)
+    half = 0.5 * (high - low)
+    scale = np.where(half > 0, half, 1.0)
+    if envelope_shells is None:
+        envelope_shells = m.envelope_shells
+    if orbitals is not None and envelope_depth is not None:
+        raise ValueError("give either orbitals or envelope_depth, not both")
+    if orbitals is None and envelope_depth is None and m.envelope == "bloch":
+        envelope_depth = float(centre[0])  # c[0] is the depth V/E_M
+    if envelope_depth is not None:
+        from qernel_cli.hamiltonian import bands
+
+        cell, el = config.supercell_geometry, config.electrons
+        orbitals = tuple(
+            bands.lowest_orbitals(cell, n, float(envelope_depth), material.phi_deg, n_shells=envelope_shells) if n else None
+            for n in (el.n_up, el.n_down)
+        )
+    coulomb = material.coulomb_strength if config.hamiltonian.coulomb else 0.0
+    return Wavefunction(
+        config.supercell_geometry,
+        config.electrons.n_up,
+        config.electrons.n_down,
+        n_conditions=len(low),
+        condition_centre=centre,
+        condition_scale=scale,
+        layers=m.layers,
+        width=m.width,
+        heads=m.heads,
+        kv_heads=m.kv_heads,
+        mlp_width=m.mlp_width,
+        experts=m.experts,
+        top_k=top_k,
+        determinants=m.determinants,
+        harmonics=m.harmonics,
+        film_hidden=m.film_hidden,
+        jastrow=m.jastrow,
+        coulomb_strength=coulomb,
+        envelope_shells=envelope_shells,
+        orbitals=orbitals,
+        dtype=m.dtype,
+        key=key,
+    )
