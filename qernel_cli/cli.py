@@ -123,8 +123,12 @@ def config(preset: PresetOption = "moire-tiny", set_: SetOption = None):
 
 @app.command()
 @user_errors
-def info(preset: PresetOption = "moire-tiny", set_: SetOption = None):
-    """Show the system in physical and moiré units: E_M, V/E_M range, U, r_s, and the model size."""
+def info(
+    preset: PresetOption = "moire-tiny",
+    set_: SetOption = None,
+    model: Annotated[bool, typer.Option(help="Also build the model: parameter count and FLOPs of one forward pass.")] = True,
+):
+    """Show the system in physical and moiré units (E_M, V/E_M, U, r_s) and the model size (parameters, FLOPs)."""
     from qernel_cli.config import resolve
 
     c = resolve(preset, set_ or [])
@@ -146,6 +150,24 @@ def info(preset: PresetOption = "moire-tiny", set_: SetOption = None):
             f"{mat.depth_to_moire(c.hamiltonian.V_min_meV):.6g}–{mat.depth_to_moire(c.hamiltonian.V_max_meV):.6g} E_M",
         ),
     ]
+    if model:
+        import jax
+
+        from qernel_cli.model import make_wavefunction
+        from qernel_cli.model.summary import forward_flops, parameter_breakdown
+
+        wavefunction = make_wavefunction(c, jax.random.PRNGKey(0))
+        parts = parameter_breakdown(wavefunction)
+        m = c.model
+        rows += [
+            (
+                "model",
+                f"{m.layers} layers, width {m.width}, {m.heads} query / {m.kv_heads} kv heads, "
+                f"{m.experts} experts (MLP {m.mlp_width}), {m.determinants} determinants, {m.dtype}",
+            ),
+            ("parameters", f"{sum(parts.values()):,} (" + ", ".join(f"{k} {v:,}" for k, v in parts.items()) + ")"),
+            ("FLOPs per forward pass", f"{forward_flops(wavefunction):.4g} per configuration"),
+        ]
     for row in rows:
         table.add_row(*row)
     out.print(table)

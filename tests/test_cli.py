@@ -41,10 +41,19 @@ def test_config_prints_validated_toml():
     assert c.model.layers == 7 and c.n_electrons == 24
 
 
-def test_info_reports_units():
-    result = runner.invoke(app, ["info", "--preset", "moire-tiny"], env={"COLUMNS": "200"})
+def test_info_reports_units_parameters_and_flops():
+    import jax
+
+    from qernel_cli.config import resolve
+    from qernel_cli.model import make_wavefunction
+    from qernel_cli.model.summary import parameter_count
+
+    result = runner.invoke(app, ["info", "--preset", "moire-tiny"], env={"COLUMNS": "250"})
     assert result.exit_code == 0
     assert "3.37556 meV" in result.stdout and "10.6235" in result.stdout
+    n_params = parameter_count(make_wavefunction(resolve("moire-tiny"), jax.random.PRNGKey(0)))
+    assert f"{n_params:,}" in result.stdout
+    assert "per configuration" in result.stdout
 
 
 @pytest.mark.parametrize(
