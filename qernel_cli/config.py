@@ -69,7 +69,9 @@ class ModelConfig:
 
     ``envelope``: initialise the orbital envelopes from the non-interacting Bloch
     orbitals at the middle of the depth range ("bloch") or from free-electron
-    plane waves; ``envelope_shells``: moiré reciprocal-vector shells of the envelopes.
+    plane waves; ``envelope_shells``: moiré reciprocal-vector shells of the envelopes;
+    ``envelope_anchors``: depths (evenly spaced over the range) at which Bloch
+    envelopes are anchored and between which they are interpolated (1: fixed).
     """
 
     layers: int = 2
@@ -84,6 +86,7 @@ class ModelConfig:
     jastrow: bool = True
     envelope: Literal["bloch", "plane-wave"] = "bloch"
     envelope_shells: int = 3
+    envelope_anchors: int = 3
     dtype: Literal["float32", "float64"] = "float64"
 
 
@@ -275,7 +278,7 @@ def validate(config: Config) -> None:
             f"hamiltonian.V_max_meV: need 0 ≤ V_min_meV ≤ V_max_meV, got {ham.V_min_meV!r}..{ham.V_max_meV!r}"
         )
     md = config.model
-    for name in ("layers", "width", "heads", "kv_heads", "mlp_width", "experts", "determinants", "harmonics", "film_hidden", "envelope_shells"):
+    for name in ("layers", "width", "heads", "kv_heads", "mlp_width", "experts", "determinants", "harmonics", "film_hidden", "envelope_shells", "envelope_anchors"):
         if getattr(md, name) < 1:
             raise ConfigError(f"model.{name}: must be a positive integer, got {getattr(md, name)!r}")
     if md.heads % md.kv_heads:

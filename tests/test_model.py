@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from qernel_cli.config import resolve
-from qernel_cli.hamiltonian.bands import lowest_orbitals, slater_log_psi, slater_log_psi_spinful
+from qernel_cli.hamiltonian.bands import follow_orbitals, lowest_orbitals, slater_log_psi, slater_log_psi_spinful
 from qernel_cli.hamiltonian.local_energy import laplacian_and_gradient
 from qernel_cli.lattice import Supercell
 from qernel_cli.model import LOG_FLOOR, Wavefunction, make_wavefunction
@@ -245,7 +245,7 @@ def test_free_electron_determinant_limit(polarised):
         model,
         (fresh.coefficients_re, fresh.coefficients_im),
     )
-    q = envelope.k + envelope.G[np.argmax(np.asarray(fresh.coefficients_re[0]), axis=-1)]
+    q = envelope.k + envelope.G[np.argmax(np.asarray(fresh.coefficients_re[0, 0]), axis=-1)]  # anchor 0, determinant 0
     x = random_configs(POLARISED_CELL, 4, seed=10)
     sign, logabs = np.linalg.slogdet(np.exp(1j * np.asarray(x) @ q.T))
     exact = logabs + np.log(sign)
@@ -283,9 +283,10 @@ def test_bloch_determinant_limit(n_up, n_down):
     assert_same_up_to_phase(diff, np.full_like(diff, diff[0]), 0.0, atol=1e-9)
 
 
-def _envelope_coefficients(model):
+def _envelope_coefficients(model, anchor=0):
+    """(envelope, coefficients of the first determinant at one anchor)."""
     envelope = model.orbitals.blocks[0].envelope
-    return envelope, np.asarray(envelope.coefficients_re[0]) + 1j * np.asarray(envelope.coefficients_im[0])
+    return envelope, np.asarray(envelope.coefficients_re[anchor, 0]) + 1j * np.asarray(envelope.coefficients_im[anchor, 0])
 
 
 def test_make_wavefunction_from_preset():
@@ -307,20 +308,45 @@ def test_make_wavefunction_from_preset():
     off = make_wavefunction(resolve("moire-tiny", ["hamiltonian.coulomb=false"]), jax.random.key(0))
     assert off.jastrow.coulomb_strength == 0.0
 
-    # envelope = "bloch": the non-interacting Bloch orbitals at the middle depth, up to one overall factor.
+    # envelope = "bloch": anchors at V_min, middle, V_max hold the non-interacting Bloch
+    # orbitals at those depths (up to one overall factor), following the middle ones.
+    assert model.orbitals.blocks[0].envelope.anchors == (-1.0, 0.0, 1.0)
     reference = lowest_orbitals(config.supercell_geometry, 6, 0.5 * (lo + hi), config.material.phi_deg, n_shells=2)
-    envelope, coefficients = _envelope_coefficients(model)
-    np.testing.assert_allclose(envelope.k, reference.k)
-    np.testing.assert_allclose(envelope.G, reference.G)
-    big = np.abs(reference.coefficients) > 1e-3
-    ratio = coefficients[big] / reference.coefficients[big]
-    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-10)
+    for anchor, v in enumerate([lo, 0.5 * (lo + hi), hi]):
+        target = follow_orbitals(reference, config.supercell_geometry, v, config.material.phi_deg)
+        envelope, coefficients = _envelope_coefficients(model, anchor)
+        np.testing.assert_allclose(envelope.k, reference.k)
+        np.testing.assert_allclose(envelope.G, reference.G)
+        big = np.abs(target.coefficients) > 1e-3
+        ratio = coefficients[big] / target.coefficients[big]
+        np.testing.assert_allclose(ratio, ratio[0], rtol=1e-10)
+    # The anchors really differ: the orbitals change with depth.
+    assert np.max(np.abs(_envelope_coefficients(model, 0)[1] - _envelope_coefficients(model, 2)[1])) > 0.05
     # envelope = "plane-wave": one plane wave per orbital on the |G| ≤ 2|b| basis (19 vectors).
     plane = make_wavefunction(resolve("moire-tiny", ["model.envelope=plane-wave", "model.envelope_shells=2"]), jax.random.key(0))
     envelope, coefficients = _envelope_coefficients(plane)
+    assert envelope.anchors == (0.0,)
     assert envelope.G.shape == (19, 2)
     np.testing.assert_array_equal(np.sum(coefficients != 0, axis=-1), 1)
 
     stats = model.load_balance(jnp.linspace(lo, hi, 7)[:, None])
     assert stats["importance"].shape == (m.layers, m.experts)
     np.testing.assert_allclose(np.sum(stats["importance"], axis=-1), 1.0)
+
+
+def test_depth_following_envelopes_give_the_bloch_determinant_at_every_anchor_depth():
+    """Bare determinant of a 3-anchor Bloch model = exact non-interacting ground state at each anchor depth."""
+    config = resolve("moire-tiny", ["model.envelope_shells=2", "hamiltonian.coulomb=false", "model.determinants=1"])
+    model = _bare_determinant(make_wavefunction(config, jax.random.key(1)))
+    material = config.material_units
+    lo, hi = material.depth_to_moire(config.hamiltonian.V_min_meV), material.depth_to_moire(config.hamiltonian.V_max_meV)
+    reference = lowest_orbitals(config.supercell_geometry, 6, 0.5 * (lo + hi), config.material.phi_deg, n_shells=2)
+    x = random_configs(config.supercell_geometry, 6, seed=3)
+    for v in (lo, hi):
+        exact = np.asarray(jax.vmap(slater_log_psi(follow_orbitals(reference, config.supercell_geometry, v, 45.0)))(x))
+        diff = np.asarray(batch_log_psi(model, x, jnp.array([v]))) - exact
+        assert_same_up_to_phase(diff, np.full_like(diff, diff[0]), 0.0, atol=1e-9)
+    # Between anchors the envelope is an interpolation, not the middle-depth state.
+    mid = np.asarray(jax.vmap(slater_log_psi(reference))(x))
+    quarter = np.asarray(batch_log_psi(model, x, jnp.array([0.75 * lo + 0.25 * hi]))) - mid
+    assert np.ptp(np.real(quarter)) > 1e-3

@@ -329,3 +329,40 @@ def slater_log_psi_spinful(
         return up + down
 
     return log_psi
+
+
+def follow_orbitals(reference: Orbitals, supercell: Supercell, v: float, phi_deg: float, n_bands: int | None = None) -> Orbitals:
+    """The Bloch states at depth ``v`` that continue each ``reference`` state.
+
+    For every reference orbital (momentum k_j, coefficients on the same basis G)
+    this takes the band at the same k_j with the largest overlap and fixes its
+    arbitrary phase so that the overlap with the reference is real and positive.
+    The result varies smoothly with v (away from band crossings), so orbitals at
+    several depths can be interpolated.
+    """
+    n_bands = n_bands or min(len(reference.G), 4)
+    bands = solve_bands(supercell, v, phi_deg, n_bands, None if len(reference.G) == 0 else _shells_of(reference.G))
+    if bands.coefficients.shape[-1] != len(reference.G):
+        raise ValueError("reference orbitals use a plane-wave basis that is not a full shell basis")
+    coefficients, energies = [], []
+    for k, c_ref in zip(reference.k, reference.coefficients):
+        i = int(np.argmin(np.sum((bands.k - k) ** 2, axis=-1)))
+        if not np.allclose(bands.k[i], k, atol=1e-9):
+            raise ValueError("reference momentum is not on the supercell k-grid")
+        overlaps = bands.coefficients[i].conj() @ c_ref  # (n_bands,)
+        n = int(np.argmax(np.abs(overlaps)))
+        phase = overlaps[n] / abs(overlaps[n])
+        coefficients.append(bands.coefficients[i, n] * phase)
+        energies.append(bands.energies[i, n])
+    return Orbitals(
+        k=np.array(reference.k), G=reference.G, coefficients=np.array(coefficients).reshape(reference.coefficients.shape),
+        energies=np.array(energies), area=reference.area,
+    )
+
+
+def _shells_of(G: Float[np.ndarray, "n_G 2"]) -> int:
+    """The n_shells whose :func:`plane_wave_basis` is exactly ``G``."""
+    n = int(round(np.max(np.linalg.norm(G, axis=-1)) / np.linalg.norm(MOIRE_RECIPROCAL[0])))
+    if len(plane_wave_basis(n)) != len(G) or not np.allclose(plane_wave_basis(n), G):
+        raise ValueError("G is not a plane_wave_basis")
+    return n

@@ -2,12 +2,13 @@
 
 For determinant k, spin block s and orbital j (positions in a_M, momenta in 1/a_M)
 
-    Φ^k_ij = (w^k_j · h_i + b^k_j) · e^k_j(r_i),
-    e^k_j(r) = Σ_G a^k_j(G) exp(i (k_j + G)·r),
+    Φ^k_ij = (w^k_j · h_i + b^k_j) · e^k_j(r_i; c),
+    e^k_j(r; c) = Σ_G a^k_j(G; c) exp(i (k_j + G)·r),
 
 with h_i the trunk's final features of electron i (which depend on all
 electrons), w, b complex, k_j on the supercell k-grid (fixed) and G moiré
-reciprocal vectors; a^k_j(G) are trainable. Every k_j + G is a supercell
+reciprocal vectors; a^k_j(G; c) are trainable, either independent of c or
+interpolated in the depth between anchors (depth-following Bloch envelopes). Every k_j + G is a supercell
 reciprocal vector, so each envelope, hence ψ, is periodic on the supercell.
 The default envelopes are the N lowest free-electron plane waves (one G per
 orbital) on the basis |G| ≤ envelope_shells·|b| (``bands.plane_wave_basis``, the
@@ -20,7 +21,7 @@ logsumexp, all in float64/complex128 whatever the trunk dtype.
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import equinox as eqx
 import jax
@@ -33,6 +34,10 @@ from qernel_cli.lattice import Supercell
 from qernel_cli.model.determinant import combine, log_det
 from qernel_cli.model.features import static_matrix
 from qernel_cli.model.linear import normal, split
+
+
+ORBITAL_INIT_SCALE = 0.05
+"""Initial scale of the generalised-orbital weights relative to the unit bias."""
 
 
 class BlochOrbitals(Protocol):
@@ -80,25 +85,42 @@ def _check_commensurate(supercell: Supercell, k: np.ndarray) -> None:
 
 
 class BlochEnvelope(eqx.Module):
-    """K × n_orb periodic envelopes e^k_j(r) = Σ_G a^k_j(G) exp(i(k_j + G)·r) (dimensionless)."""
+    """K × n_orb periodic envelopes e^k_j(r; c) = Σ_G a^k_j(G; c) exp(i(k_j + G)·r) (dimensionless).
 
-    coefficients_re: Float[Array, "K n_orb n_G"]
-    coefficients_im: Float[Array, "K n_orb n_G"]
+    With one anchor the coefficients do not depend on c. With several, each
+    anchor a holds coefficients for one depth (normalised condition c₀ = x_a),
+    and a(G; c) interpolates them linearly in c₀ (clamped to the anchors'
+    range): Bloch orbitals that follow the moiré depth. Initialised from the
+    non-interacting Bloch orbitals at the anchor depths, this makes the
+    non-interacting ground state of every depth representable from the start.
+    """
+
+    coefficients_re: Float[Array, "A K n_orb n_G"]
+    coefficients_im: Float[Array, "A K n_orb n_G"]
     momenta: tuple[tuple[float, ...], ...] = eqx.field(static=True)
     basis: tuple[tuple[float, ...], ...] = eqx.field(static=True)
+    anchors: tuple[float, ...] = eqx.field(static=True)
 
     def __init__(
         self,
         momenta: Float[np.ndarray, "n_orb 2"],
         basis: Float[np.ndarray, "n_G 2"],
-        coefficients: Complex[np.ndarray, "n_orb n_G"],
+        coefficients: Complex[np.ndarray, "A n_orb n_G"] | Complex[np.ndarray, "n_orb n_G"],
         determinants: int,
+        anchors: tuple[float, ...] = (0.0,),
     ):
-        coefficients = np.broadcast_to(np.asarray(coefficients, dtype=np.complex128), (determinants, *np.shape(coefficients)))
+        coefficients = np.asarray(coefficients, dtype=np.complex128)
+        if coefficients.ndim == 2:
+            coefficients = coefficients[None]
+        if len(anchors) != coefficients.shape[0] or list(anchors) != sorted(anchors):
+            raise ValueError("need one increasing anchor position per set of envelope coefficients")
+        a = coefficients.shape[0]
+        coefficients = np.broadcast_to(coefficients[:, None], (a, determinants, *coefficients.shape[1:]))
         self.coefficients_re = jnp.asarray(coefficients.real, dtype=jnp.float64)
         self.coefficients_im = jnp.asarray(coefficients.imag, dtype=jnp.float64)
         self.momenta = static_matrix(momenta)
         self.basis = static_matrix(basis)
+        self.anchors = tuple(float(x) for x in anchors)
 
     @property
     def k(self) -> Float[np.ndarray, "n_orb 2"]:
@@ -108,9 +130,25 @@ class BlochEnvelope(eqx.Module):
     def G(self) -> Float[np.ndarray, "n_G 2"]:
         return np.asarray(self.basis, dtype=np.float64).reshape(-1, 2)
 
-    def __call__(self, positions: Float[Array, "n 2"]) -> Complex[Array, "K n n_orb"]:
+    def anchor_weights(self, c0: Float[Array, ""]) -> Float[Array, " A"]:
+        """Piecewise-linear (hat) interpolation weights of the anchors at normalised c₀."""
+        x = np.asarray(self.anchors)
+        if len(x) == 1:
+            return jnp.ones(1)
+        c0 = jnp.clip(c0, x[0], x[-1])
+        return jnp.stack([jnp.interp(c0, x, np.eye(len(x))[a]) for a in range(len(x))])
+
+    def __call__(self, positions: Float[Array, "n 2"], c0: Float[Array, ""] | None = None) -> Complex[Array, "K n n_orb"]:
         positions = jnp.asarray(positions, dtype=jnp.float64)
-        coefficients = jax.lax.complex(self.coefficients_re, self.coefficients_im)
+        if len(self.anchors) == 1:
+            re, im = self.coefficients_re[0], self.coefficients_im[0]
+        else:
+            if c0 is None:
+                raise ValueError("depth-following envelopes need the normalised condition c0")
+            w = self.anchor_weights(jnp.asarray(c0, jnp.float64))
+            re = jnp.tensordot(w, self.coefficients_re, axes=1)
+            im = jnp.tensordot(w, self.coefficients_im, axes=1)
+        coefficients = jax.lax.complex(re, im)
         g_phase = positions @ jnp.asarray(self.G).T  # (n, n_G)
         k_phase = positions @ jnp.asarray(self.k).T  # (n, n_orb)
         g_wave = jax.lax.complex(jnp.cos(g_phase), jnp.sin(g_phase))
@@ -134,9 +172,12 @@ class SpinOrbitals(eqx.Module):
         dtype=jnp.float64,
         key: PRNGKeyArray,
     ):
-        determinants, n_orb = envelope.coefficients_re.shape[:2]
+        determinants, n_orb = envelope.coefficients_re.shape[1:3]
         shape = (2, determinants, n_orb)
-        self.weight = normal(key, (width, int(np.prod(shape))), 1.0 / math.sqrt(2 * width), dtype)
+        # Small weights: the orbitals start within a few per cent of their envelopes
+        # (so a Bloch-initialised model starts near the Bloch determinant), while
+        # gradients still reach the trunk.
+        self.weight = normal(key, (width, int(np.prod(shape))), ORBITAL_INIT_SCALE / math.sqrt(width), dtype)
         bias = np.zeros(shape)
         bias[0] = 1.0  # real part 1, imaginary part 0: orbitals start as their envelopes
         self.bias = jnp.asarray(bias.reshape(-1), dtype=dtype)
@@ -144,18 +185,20 @@ class SpinOrbitals(eqx.Module):
 
     @property
     def determinants(self) -> int:
-        return self.envelope.coefficients_re.shape[0]
+        return self.envelope.coefficients_re.shape[1]
 
     @property
     def n_orbitals(self) -> int:
-        return self.envelope.coefficients_re.shape[1]
+        return self.envelope.coefficients_re.shape[2]
 
-    def __call__(self, h: Float[Array, "n width"], positions: Float[Array, "n 2"]) -> Complex[Array, "K n n_orb"]:
+    def __call__(
+        self, h: Float[Array, "n width"], positions: Float[Array, "n 2"], c0: Float[Array, ""] | None = None
+    ) -> Complex[Array, "K n n_orb"]:
         n = h.shape[0]
         linear = (h.astype(self.weight.dtype) @ self.weight + self.bias).astype(jnp.float64)
         linear = linear.reshape(n, 2, self.determinants, self.n_orbitals)
         linear = jax.lax.complex(linear[:, 0], linear[:, 1]).transpose(1, 0, 2)  # (K, n, n_orb)
-        return linear * self.envelope(positions)
+        return linear * self.envelope(positions, c0)
 
 
 class GeneralisedOrbitals(eqx.Module):
@@ -175,11 +218,14 @@ class GeneralisedOrbitals(eqx.Module):
         determinants: int,
         envelope_shells: int = 2,
         orbitals: BlochOrbitals | tuple[BlochOrbitals, BlochOrbitals] | None = None,
+        anchors: tuple[float, ...] = (0.0,),
         dtype=jnp.float64,
         key: PRNGKeyArray,
     ):
         """``orbitals``: None (free-electron plane waves), one set of Bloch orbitals
-        (the first n_s of them for each spin block) or a pair (up, down)."""
+        (the first n_s of them for each spin block) or a pair (up, down); each
+        set may also be a sequence with one set per anchor (normalised c₀ positions
+        ``anchors``) for depth-following envelopes."""
         self.n_up, self.n_down = int(n_up), int(n_down)
         per_spin = tuple(orbitals) if isinstance(orbitals, (tuple, list)) else (orbitals, orbitals)
         if len(per_spin) != 2:
@@ -188,31 +234,40 @@ class GeneralisedOrbitals(eqx.Module):
         keys = split(key, len(spins))
         blocks = []
         for (n_s, orbs), k in zip(spins, keys):
-            envelope = _initial_envelope(supercell, n_s, determinants, envelope_shells, orbs)
+            envelope = _initial_envelope(supercell, n_s, determinants, envelope_shells, orbs, anchors)
             blocks.append(SpinOrbitals(width, envelope, dtype=dtype, key=k))
         self.blocks = tuple(blocks)
 
-    def matrices(self, h: Float[Array, "n width"], positions: Float[Array, "n 2"]) -> tuple[Complex[Array, "K m m"], ...]:
+    def matrices(
+        self, h: Float[Array, "n width"], positions: Float[Array, "n 2"], c0: Float[Array, ""] | None = None
+    ) -> tuple[Complex[Array, "K m m"], ...]:
         """Orbital matrices per spin block (up first), rows = electrons, columns = orbitals."""
         out, start = [], 0
         for block in self.blocks:
             n_s = block.n_orbitals
-            out.append(block(h[start : start + n_s], positions[start : start + n_s]))
+            out.append(block(h[start : start + n_s], positions[start : start + n_s], c0))
             start += n_s
         return tuple(out)
 
-    def __call__(self, h: Float[Array, "n width"], positions: Float[Array, "n 2"]) -> tuple[Float[Array, ""], Float[Array, ""]]:
+    def __call__(
+        self, h: Float[Array, "n width"], positions: Float[Array, "n 2"], c0: Float[Array, ""] | None = None
+    ) -> tuple[Float[Array, ""], Float[Array, ""]]:
         logabs, phase = 0.0, 0.0
-        for matrix in self.matrices(h, positions):
+        for matrix in self.matrices(h, positions, c0):
             a, p = log_det(matrix)
             logabs, phase = logabs + a, phase + p
         return combine(logabs, phase)
 
 
 def _initial_envelope(
-    supercell: Supercell, n_s: int, determinants: int, envelope_shells: int, orbitals: BlochOrbitals | None
+    supercell: Supercell,
+    n_s: int,
+    determinants: int,
+    envelope_shells: int,
+    orbitals: BlochOrbitals | Sequence[BlochOrbitals] | None,
+    anchors: tuple[float, ...] = (0.0,),
 ) -> BlochEnvelope:
-    """Free-electron plane waves (default) or the first n_s of the given Bloch orbitals."""
+    """Free-electron plane waves (default) or the first n_s of the given Bloch orbitals (per anchor)."""
     if orbitals is None:
         k, G_occ = lowest_plane_waves(supercell, n_s)
         basis = plane_wave_basis(envelope_shells)
@@ -221,14 +276,22 @@ def _initial_envelope(
             basis = np.concatenate([basis, np.unique(np.round(np.array(extra), 10), axis=0)])
         match = np.all(np.isclose(basis[None, :, :], G_occ[:, None, :], atol=1e-8), axis=-1)
         coefficients = match.astype(np.complex128)  # a_j(G) = δ_{G, G_j}
-    else:
-        k = np.asarray(orbitals.k, dtype=np.float64)
-        basis = np.asarray(orbitals.G, dtype=np.float64)
-        coefficients = np.asarray(orbitals.coefficients, dtype=np.complex128)
-        if k.shape[0] < n_s:
-            raise ValueError(f"need at least {n_s} Bloch orbitals, got {k.shape[0]}")
-        k, coefficients = k[:n_s], coefficients[:n_s]
-        # Scale so the largest envelope amplitude is O(1), whatever the orbitals' normalisation.
-        coefficients = coefficients / np.max(np.sum(np.abs(coefficients), axis=-1))
-    _check_commensurate(supercell, k)
-    return BlochEnvelope(k, basis, coefficients, determinants)
+        _check_commensurate(supercell, k)
+        return BlochEnvelope(k, basis, coefficients, determinants)
+    per_anchor = list(orbitals) if isinstance(orbitals, (tuple, list)) else [orbitals]
+    if len(per_anchor) != len(anchors):
+        raise ValueError(f"need one set of Bloch orbitals per envelope anchor, got {len(per_anchor)} for {len(anchors)}")
+    k = np.asarray(per_anchor[0].k, dtype=np.float64)
+    basis = np.asarray(per_anchor[0].G, dtype=np.float64)
+    if k.shape[0] < n_s:
+        raise ValueError(f"need at least {n_s} Bloch orbitals, got {k.shape[0]}")
+    stacked = []
+    for orbs in per_anchor:
+        if not (np.allclose(orbs.k[:n_s], k[:n_s]) and np.shape(orbs.G) == basis.shape):
+            raise ValueError("all anchors need the same momenta and plane-wave basis")
+        stacked.append(np.asarray(orbs.coefficients, dtype=np.complex128)[:n_s])
+    coefficients = np.stack(stacked)
+    # Scale so the largest envelope amplitude is O(1), whatever the orbitals' normalisation.
+    coefficients = coefficients / np.max(np.sum(np.abs(coefficients), axis=-1))
+    _check_commensurate(supercell, k[:n_s])
+    return BlochEnvelope(k[:n_s], basis, coefficients, determinants, tuple(anchors))

@@ -76,6 +76,7 @@ class Wavefunction(eqx.Module):
         coulomb_strength: float = 0.0,
         envelope_shells: int = 2,
         orbitals: BlochOrbitals | tuple[BlochOrbitals, BlochOrbitals] | None = None,
+        envelope_anchors: Sequence[float] = (0.0,),
         dtype: str = "float64",
         key: PRNGKeyArray,
     ):
@@ -96,7 +97,11 @@ class Wavefunction(eqx.Module):
                 free-electron envelopes (Bloch ones bring their own G).
             orbitals: optional Bloch orbitals to initialise the envelopes from:
                 one set (the first n_up / n_down of them per spin block) or a
-                pair (up, down), e.g. ``hamiltonian.bands.lowest_orbitals``.
+                pair (up, down), e.g. ``hamiltonian.bands.lowest_orbitals``;
+                for depth-following envelopes each set is a sequence with one
+                set per anchor (see ``envelope_anchors``).
+            envelope_anchors: normalised depths c₀ = (v − centre)/scale of the
+                anchors (one entry: envelopes independent of c).
             dtype: "float32" or "float64" for the trunk.
         """
         if n_up < 0 or n_down < 0 or n_up + n_down < 1:
@@ -134,6 +139,7 @@ class Wavefunction(eqx.Module):
             determinants=determinants,
             envelope_shells=envelope_shells,
             orbitals=orbitals,
+            anchors=tuple(envelope_anchors),
             dtype=real,
             key=k_orb,
         )
@@ -174,14 +180,14 @@ class Wavefunction(eqx.Module):
     ) -> tuple[Complex[Array, "K m m"], ...]:
         """Generalised orbital matrices Φ^k_ij per spin block (up first; rows electrons), e.g. for pre-training."""
         positions = jnp.asarray(positions, dtype=jnp.float64)
-        return self.orbitals.matrices(self.hidden(positions, conditions), positions)
+        return self.orbitals.matrices(self.hidden(positions, conditions), positions, self.normalise(conditions)[0])
 
     def log_psi_parts(
         self, positions: Float[Array, "n 2"], conditions: Float[Array, " n_conditions"]
     ) -> tuple[Float[Array, ""], Float[Array, ""]]:
         """(log|ψ|, arg ψ) as two real float64 scalars."""
         positions = jnp.asarray(positions, dtype=jnp.float64)
-        logabs, phase = self.orbitals(self.hidden(positions, conditions), positions)
+        logabs, phase = self.orbitals(self.hidden(positions, conditions), positions, self.normalise(conditions)[0])
         if self.jastrow is not None:
             logabs = logabs + self.jastrow(positions)
         return logabs, phase
@@ -250,14 +256,25 @@ def make_wavefunction(
         raise ValueError("give either orbitals or envelope_depth, not both")
     if orbitals is None and envelope_depth is None and m.envelope == "bloch":
         envelope_depth = float(centre[0])  # c[0] is the depth V/E_M
+    anchors = (0.0,)
     if envelope_depth is not None:
         from qernel_cli.hamiltonian import bands
 
         cell, el = config.supercell_geometry, config.electrons
-        orbitals = tuple(
+        reference = [
             bands.lowest_orbitals(cell, n, float(envelope_depth), material.phi_deg, n_shells=envelope_shells) if n else None
             for n in (el.n_up, el.n_down)
-        )
+        ]
+        n_anchors = m.envelope_anchors if float(half[0]) > 0 else 1
+        if n_anchors > 1:
+            depths = np.linspace(low[0], high[0], n_anchors)
+            anchors = tuple(float(x) for x in (depths - centre[0]) / scale[0])
+            orbitals = tuple(
+                tuple(bands.follow_orbitals(ref, cell, float(v), material.phi_deg) for v in depths) if ref is not None else None
+                for ref in reference
+            )
+        else:
+            orbitals = tuple(reference)
     coulomb = material.coulomb_strength if config.hamiltonian.coulomb else 0.0
     return Wavefunction(
         config.supercell_geometry,
@@ -280,6 +297,7 @@ def make_wavefunction(
         coulomb_strength=coulomb,
         envelope_shells=envelope_shells,
         orbitals=orbitals,
+        envelope_anchors=anchors,
         dtype=m.dtype,
         key=key,
     )

@@ -160,7 +160,7 @@ def vmc_step(
     ok = _all_finite(e_total, update, new_flat)
     params = jax.tree.map(lambda new, old: jnp.where(ok, new, old), unravel(new_flat), state.params)
     opt_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), opt_state, state.opt_state)
-    new_state = TrainState(params=params, opt_state=opt_state, walkers=walkers, key=key, step=state.step + ok.astype(state.step.dtype))
+    new_state = TrainState(params=params, opt_state=opt_state, walkers=walkers, key=key, step=state.step + 1)
 
     w = e_total.shape[1]
     stats = {

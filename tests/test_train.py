@@ -1,0 +1,128 @@
+"""`qernel train`: run directories, store, checkpoints, exact resume, rollback of non-finite steps."""
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from qernel_cli import checkpoint
+from qernel_cli.config import resolve
+from qernel_cli.vmc import train as training
+from qernel_cli.vmc.train import RunError, train
+
+SMALL = [
+    "model.layers=1",
+    "model.width=16",
+    "model.heads=2",
+    "model.kv_heads=1",
+    "model.mlp_width=16",
+    "model.experts=2",
+    "model.determinants=1",
+    "model.film_hidden=8",
+    "model.envelope_shells=2",
+    "sampler.walkers=32",
+    "sampler.burn_in=10",
+    "sampler.steps_per_iteration=4",
+    "training.depths_per_step=2",
+    "pretrain.steps=3",
+]
+
+
+def small_config(steps, *extra):
+    return resolve("moire-tiny", [*SMALL, f"training.steps={steps}", *extra])
+
+
+@pytest.fixture(scope="module")
+def faulty_run(tmp_path_factory):
+    """A short run with a NaN injected into the local energies at step 2."""
+    out = tmp_path_factory.mktemp("runs") / "faulty"
+    summary = train(small_config(5), out, fault_at={2: float("nan")})
+    return out, summary
+
+
+def test_store_has_named_dimensions_units_and_provenance(faulty_run):
+    out, summary = faulty_run
+    ds = xr.open_zarr(out / "train.zarr", consolidated=False)
+    assert ds["energy"].dims == ("step", "group") and ds.sizes["step"] == 5 and ds.sizes["group"] == 2
+    assert ds["energy"].attrs["units"] == "meV" and ds["move_width"].attrs["units"] == "a_M"
+    assert ds["pretrain_infidelity"].dims == ("pretrain_step", "group") and ds.sizes["pretrain_step"] == 3
+    assert list(ds["step"].values) == [0, 1, 2, 3, 4]
+    assert ds.attrs["jax_version"] and ds.attrs["qernel_version"] and ds.attrs["seed"] == 0
+    assert resolve("moire-tiny", [*SMALL, "training.steps=5"]).to_toml() == ds.attrs["config_toml"]
+    # Depths are stratified: group g always lies in its half of [0, 30] meV.
+    depth = ds["depth"].values
+    assert np.all((depth[:, 0] >= 0) & (depth[:, 0] < 15) & (depth[:, 1] >= 15) & (depth[:, 1] < 30))
+    assert np.all((ds["acceptance"].values >= 0) & (ds["acceptance"].values <= 1))
+
+
+def test_nonfinite_step_is_rejected_and_rolled_back(faulty_run):
+    out, summary = faulty_run
+    ds = xr.open_zarr(out / "train.zarr", consolidated=False)
+    assert list(ds["accepted"].values) == [1, 1, 0, 1, 1]
+    assert np.isnan(ds["energy"].values[2]).all() and np.isfinite(ds["energy"].values[[0, 1, 3, 4]]).all()
+    assert summary["rejected_steps"] == 1 and summary["steps"] == 5
+    assert all(np.isfinite(d["energy_per_electron_meV"]) for d in summary["depths"])
+    assert json.loads((out / "summary.json").read_text()) == summary
+
+
+def test_repeated_failures_stop_with_a_valid_checkpoint(tmp_path):
+    out = tmp_path / "diverged"
+    nan = float("nan")
+    with pytest.raises(RunError, match="consecutive non-finite steps"):
+        train(small_config(30), out, fault_at={s: nan for s in range(30)})
+    header = checkpoint.read_header(out / "checkpoint.npz")
+    assert header["step"] == training.MAX_CONSECUTIVE_FAILURES  # every iteration counts, rejected or not
+    assert header["rejected"] == training.MAX_CONSECUTIVE_FAILURES
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path):
+    full = tmp_path / "full"
+    part = tmp_path / "part"
+    train(small_config(6), full)
+    train(small_config(3), part)
+    train(None, part, resume=True, steps=6)
+    a = xr.open_zarr(full / "train.zarr", consolidated=False)
+    b = xr.open_zarr(part / "train.zarr", consolidated=False)
+    assert b.sizes["step"] == 6
+    for name in ("energy", "variance", "acceptance", "move_width", "depth"):
+        np.testing.assert_allclose(b[name].values, a[name].values, rtol=1e-10, atol=1e-12, err_msg=name)
+    template_state = checkpoint.restore(full / "checkpoint.npz", _state_template(full))[0]
+    resumed_state = checkpoint.restore(part / "checkpoint.npz", _state_template(part))[0]
+    import jax
+
+    for x, y in zip(jax.tree.leaves(template_state.params), jax.tree.leaves(resumed_state.params)):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-10, atol=1e-12)
+
+
+def _state_template(run_dir):
+    """Rebuild the TrainState structure of a run (as the resume path does)."""
+    import jax.numpy as jnp
+
+    from qernel_cli.config import from_dict, read_toml
+    from qernel_cli.vmc.mcmc import Walkers
+    from qernel_cli.vmc.step import TrainState, init_opt_state
+
+    cfg = from_dict(read_toml(run_dir / "config.toml"))
+    run = training.build(cfg)
+    g, w, n = run.n_groups, run.walkers_per_group, cfg.n_electrons
+    walkers = Walkers(positions=jnp.zeros((g, w, n, 2)), conditions=jnp.zeros((g, 1)), log_abs=jnp.zeros((g, w)), width=jnp.zeros(g))
+    return TrainState(params=run.params, opt_state=init_opt_state(run.hyper, run.params), walkers=walkers, key=jnp.zeros(2, jnp.uint32), step=jnp.zeros((), jnp.int64))
+
+
+def test_run_directory_safety(tmp_path, faulty_run):
+    out, _ = faulty_run
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(RunError, match="already exists"):
+        train(small_config(2), out)
+    assert sorted(p.name for p in out.iterdir()) == before
+    other = tmp_path / "not-a-run"
+    other.mkdir()
+    (other / "precious.txt").write_text("data")
+    with pytest.raises(RunError, match="not a QERNEL run directory"):
+        train(small_config(2), other, force=True)
+    assert (other / "precious.txt").read_text() == "data"
+    with pytest.raises(RunError, match="cannot resume"):
+        train(None, tmp_path / "missing", resume=True)
+    with pytest.raises(RunError, match="multiple of"):
+        train(resolve("moire-tiny", [*SMALL, "sampler.walkers=33"]), tmp_path / "odd")
