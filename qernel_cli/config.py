@@ -106,11 +106,11 @@ class OptimizerConfig:
     """Optimiser: SPRING natural gradient (default) or Adam; learning rate schedule lr/(1 + step/decay)."""
 
     name: Literal["spring", "adam"] = "spring"
-    learning_rate: float = 0.02
+    learning_rate: float = 0.005
     lr_decay_steps: float = 1000.0
     damping: float = 1e-3
     momentum: float = 0.9
-    max_norm: float = 0.1
+    max_norm: float = 0.03
     clip_mad: float = 5.0
 
 
@@ -119,7 +119,7 @@ class PretrainConfig:
     """Supervised pre-training of the orbitals on non-interacting Bloch orbitals."""
 
     steps: int = 200
-    learning_rate: float = 3e-3
+    learning_rate: float = 3e-4
 
 
 @dataclasses.dataclass(frozen=True)

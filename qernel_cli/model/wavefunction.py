@@ -10,6 +10,9 @@ log ψ = log|ψ| + i arg ψ for one configuration:
   are mapped to O(1) by the fixed affine map (c - centre)/scale given at
   construction; later parameters (φ, U, ν) are appended as more entries.
 
+c enters only through FiLM, the MoE router (which sees c alone) and, for
+depth-following envelopes, the interpolation between Bloch-envelope anchors.
+
 Pipeline: periodic features → token embedding (+ spin) → transformer trunk
 (GQA + MoE, FiLM by c) → generalised orbitals × Bloch envelopes → K
 block-diagonal determinants (complex128) → complex logsumexp → + cusp Jastrow.
