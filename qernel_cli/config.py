@@ -108,7 +108,7 @@ class OptimizerConfig:
     name: Literal["spring", "adam"] = "spring"
     learning_rate: float = 0.005
     lr_decay_steps: float = 1000.0
-    damping: float = 1e-3
+    damping: float = 0.1
     momentum: float = 0.9
     max_norm: float = 0.03
     clip_mad: float = 5.0

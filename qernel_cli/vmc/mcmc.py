@@ -52,8 +52,11 @@ def initial_walkers(
     n_electrons: int,
     width: float,
 ) -> Walkers:
-    """Uniformly random positions in the supercell for every walker."""
-    g = conditions.shape[0]
+    """Uniformly random positions in the supercell for every walker.
+
+    ``conditions`` may be any pytree whose leaves have a leading group axis.
+    """
+    g = jax.tree.leaves(conditions)[0].shape[0]
     frac = jax.random.uniform(key, (g, walkers_per_group, n_electrons, 2), dtype=jnp.float64)
     positions = frac @ jnp.asarray(supercell.cell)
     return Walkers(
