@@ -126,3 +126,23 @@ def test_run_directory_safety(tmp_path, faulty_run):
         train(None, tmp_path / "missing", resume=True)
     with pytest.raises(RunError, match="multiple of"):
         train(resolve("moire-tiny", [*SMALL, "sampler.walkers=33"]), tmp_path / "odd")
+
+
+def test_cli_train_json_summary_and_refusal(tmp_path):
+    from typer.testing import CliRunner
+
+    from qernel_cli.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "cli-run"
+    args = ["train", "--out", str(out), "--steps", "2", "--quiet", "--json"] + [a for s in SMALL for a in ("--set", s)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == 2 and len(summary["depths"]) == 2
+    assert all(np.isfinite(d["energy_per_electron_meV"]) and d["energy_error_meV"] > 0 for d in summary["depths"])
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "already exists" in again.stderr
+    resumed = runner.invoke(app, ["train", "--out", str(out), "--resume", "--steps", "3", "--quiet", "--json"])
+    assert resumed.exit_code == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["steps"] == 3
