@@ -12,14 +12,14 @@ are rolled back, and the ``accepted`` flag in the statistics is false.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Callable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
-from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from qernel_cli.hamiltonian.ewald import EwaldSum
 from qernel_cli.hamiltonian.local_energy import LocalEnergy, local_energy

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -34,7 +33,7 @@ from qernel_cli.config import Config, from_dict, read_toml
 from qernel_cli.errors import QernelError
 from qernel_cli.hamiltonian.ewald import EwaldSum
 from qernel_cli.model import make_wavefunction
-from qernel_cli.vmc.family import stratified_depths, stratum_centres
+from qernel_cli.vmc.family import stratum_centres
 from qernel_cli.vmc.mcmc import Walkers, adapt_width, initial_walkers, metropolis_sweeps, with_conditions
 from qernel_cli.vmc.pretrain import PretrainState, family_orbitals, make_pretrain_step
 from qernel_cli.vmc.step import Hyper, Physics, TrainState, init_opt_state, local_energies, log_abs_fn, make_step
