@@ -215,7 +215,7 @@ def train(
         summary = run_training(config, out_dir, resume=resume, force=force, steps=steps, reporter=reporter)
     except KeyboardInterrupt:
         reporter.stop()
-        raise fail(f"interrupted; checkpoint saved in {out_dir} (continue with --resume)", 130) from None
+        raise fail(f"interrupted; the last checkpoint in {out_dir} is intact (continue with `qernel train --resume --out {out_dir}`)", 130) from None
     if json_:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:

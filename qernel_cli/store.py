@@ -90,6 +90,17 @@ def length(group: zarr.Group, name: str) -> int:
     return int(group[name].shape[0])
 
 
+def dimension_length(group: zarr.Group, dim: str) -> int:
+    """Shortest length of the arrays that grow along ``dim`` (a torn append leaves some one row longer)."""
+    lengths = [array.shape[0] for _, array in group.arrays() if _growing_dim(array) == dim]
+    return int(min(lengths)) if lengths else 0
+
+
+def _growing_dim(array: zarr.Array) -> str | None:
+    names = array.metadata.dimension_names
+    return names[0] if names else None
+
+
 def append(group: zarr.Group, rows: dict[str, Any]) -> None:
     """Append one row to each named array (the growing first dimension)."""
     for name, value in rows.items():
@@ -98,8 +109,8 @@ def append(group: zarr.Group, rows: dict[str, Any]) -> None:
         array.append(value[None, ...], axis=0)
 
 
-def truncate(group: zarr.Group, n: int) -> None:
-    """Cut every array of the group to its first ``n`` rows (used on resume)."""
+def truncate(group: zarr.Group, n: int, dim: str) -> None:
+    """Cut every array that grows along ``dim`` to its first ``n`` rows (used on resume)."""
     for _, array in group.arrays():
-        if array.shape[0] > n:
+        if _growing_dim(array) == dim and array.shape[0] > n:
             array.resize((n, *array.shape[1:]))

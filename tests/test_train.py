@@ -146,3 +146,47 @@ def test_cli_train_json_summary_and_refusal(tmp_path):
     resumed = runner.invoke(app, ["train", "--out", str(out), "--resume", "--steps", "3", "--quiet", "--json"])
     assert resumed.exit_code == 0, resumed.stderr
     assert json.loads(resumed.stdout)["steps"] == 3
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_completes(tmp_path):
+    """SIGINT mid-run: exit 130 with a one-line message, checkpoint and store agree, --resume finishes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import zarr
+
+    out = tmp_path / "interrupted"
+    args = [sys.executable, "-m", "qernel_cli.cli", "train", "--out", str(out), "--steps", "400", "--quiet", "--json"]
+    args += [a for s in SMALL for a in ("--set", s)]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            try:
+                if zarr.open_group(str(out / "train.zarr"), mode="r")["step"].shape[0] >= 3:
+                    break
+            except Exception:  # store not created yet
+                continue
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert stdout == "" and "Traceback" not in stderr
+    assert "interrupted (SIGINT) at step" in stderr and "--resume" in stderr
+    header = checkpoint.read_header(out / "checkpoint.npz")
+    stopped = header["step"]
+    assert 3 <= stopped < 400
+    ds = xr.open_zarr(out / "train.zarr", consolidated=False)
+    assert list(ds["step"].values) == list(range(stopped))
+    assert ds.sizes["pretrain_step"] == 3
+    summary = train(None, out, resume=True, steps=stopped + 2)
+    assert summary["steps"] == stopped + 2
+    ds = xr.open_zarr(out / "train.zarr", consolidated=False)
+    assert list(ds["step"].values) == list(range(stopped + 2)) and ds.sizes["pretrain_step"] == 3

@@ -32,6 +32,7 @@ from qernel_cli import checkpoint, store
 from qernel_cli.config import Config, from_dict, read_toml
 from qernel_cli.errors import QernelError
 from qernel_cli.hamiltonian.ewald import EwaldSum
+from qernel_cli.interrupt import deferred_interrupt
 from qernel_cli.model import make_wavefunction
 from qernel_cli.vmc.family import stratum_centres
 from qernel_cli.vmc.mcmc import Walkers, adapt_width, initial_walkers, metropolis_sweeps, with_conditions
@@ -179,7 +180,9 @@ def _atomic_write(path: Path, text: str) -> None:
 # Phases.
 
 
-def pretrain(run: Run, params: Any, key: jax.Array, walkers: Walkers, on_step: Callable | None = None) -> tuple[Any, Walkers, np.ndarray, np.ndarray]:
+def pretrain(
+    run: Run, params: Any, key: jax.Array, walkers: Walkers, on_step: Callable | None = None, stop: Callable[[], bool] | None = None
+) -> tuple[Any, Walkers, np.ndarray, np.ndarray]:
     """Fit the model to Bloch determinants over the depth range; returns params, walkers and the log."""
     cfg = run.config
     n_steps = cfg.pretrain.steps
@@ -190,6 +193,8 @@ def pretrain(run: Run, params: Any, key: jax.Array, walkers: Walkers, on_step: C
     rng = np.random.default_rng(cfg.training.seed + 7)
     losses, depths_log = [], []
     for i in range(n_steps):
+        if stop is not None and stop():
+            raise KeyboardInterrupt
         g = run.n_groups
         edges = np.linspace(run.physics.v_min, run.physics.v_max, g + 1)
         depths = edges[:-1] + rng.uniform(size=g) * np.diff(edges)
@@ -263,6 +268,42 @@ def _new_store(path: Path, run: Run, *, pretrain_steps: int) -> Any:
     )
 
 
+class Interrupted(QernelError):
+    """Ctrl-C / SIGTERM: the run stopped cleanly after its checkpoint (exit status 130)."""
+
+    exit_code = 130
+
+
+def _burn_in(run: Run, state: TrainState, conditions: jax.Array, key: jax.Array) -> Walkers:
+    """Equilibrate the model's own chains at the stratum centres (``sampler.burn_in`` sweeps)."""
+    walkers = with_conditions(log_abs_fn(eqx.combine(state.params, run.static)), state.walkers, conditions)
+    burn = eqx.filter_jit(lambda p, w, k: metropolis_sweeps(log_abs_fn(eqx.combine(p, run.static)), w, k, run.physics.supercell, 10))
+    for i in range(max(1, run.config.sampler.burn_in // 10)):
+        walkers, acc = burn(state.params, walkers, jax.random.fold_in(key, 100 + i))
+        walkers = adapt_width(walkers, acc, run.config.sampler.target_acceptance)
+    return walkers
+
+
+def _store_row(step: int, stats: dict, unit: float, n_el: int, ok: bool, wall_time: float) -> dict[str, Any]:
+    """One train.zarr row from the jitted step's statistics (energies per electron in meV)."""
+    return {
+        "step": step,
+        "depth": stats["depth"] * unit,
+        "energy": stats["energy"] * unit / n_el,
+        "energy_error": stats["energy_error"] * unit / n_el,
+        "variance": stats["variance"] * unit**2,
+        "kinetic": stats["kinetic"] * unit / n_el,
+        "potential": stats["potential"] * unit / n_el,
+        "interaction": stats["interaction"] * unit / n_el,
+        "acceptance": stats["acceptance"],
+        "move_width": stats["move_width"],
+        "learning_rate": stats["learning_rate"],
+        "update_norm": stats["update_norm"],
+        "accepted": int(ok),
+        "wall_time": wall_time,
+    }
+
+
 def train(
     config: Config | None,
     out_dir: Path,
@@ -303,48 +344,6 @@ def train(
         step=jnp.zeros((), jnp.int64),
     )
     rejected_total = 0
-    if resume and ckpt_path.exists():
-        state, header = checkpoint.restore(ckpt_path, template)
-        wall_offset = float(header.get("wall_time", 0.0))
-        rejected_total = int(header.get("rejected", 0))
-        group = store.open_existing(store_path, mode="a")
-        done = int(state.step)
-        if store.length(group, "step") < done:
-            raise RunError(f"{store_path} has fewer steps than the checkpoint ({store.length(group, 'step')} < {done}); the store is damaged")
-        store.truncate(group, done)
-    else:
-        if resume:
-            # Interrupted before the first checkpoint: start over in the same directory.
-            if store_path.exists():
-                shutil.rmtree(store_path)
-        group = _new_store(store_path, run, pretrain_steps=cfg.pretrain.steps)
-        state = template
-        if cfg.pretrain.steps:
-            callback = reporter.pretrain_step if reporter else None
-            if reporter:
-                reporter.start_pretrain(cfg.pretrain.steps)
-            params, walkers, losses, depths = pretrain(run, state.params, jax.random.fold_in(key, 4), state.walkers, callback)
-            if reporter:
-                reporter.end_pretrain()
-            for loss, depth in zip(losses, depths):
-                store.append(group, {"pretrain_infidelity": loss, "pretrain_depth": depth * run.energy_unit_meV})
-            state = eqx.tree_at(lambda s: (s.params, s.walkers), state, (params, walkers))
-        # Burn-in of the model's own chains at the stratum centres.
-        model = eqx.combine(state.params, run.static)
-        walkers = with_conditions(log_abs_fn(model), state.walkers, template.walkers.conditions)
-        burn = eqx.filter_jit(lambda p, w, k: metropolis_sweeps(log_abs_fn(eqx.combine(p, run.static)), w, k, run.physics.supercell, 10))
-        for i in range(max(1, cfg.sampler.burn_in // 10)):
-            walkers, acc = burn(state.params, walkers, jax.random.fold_in(key, 100 + i))
-            walkers = adapt_width(walkers, acc, cfg.sampler.target_acceptance)
-        state = eqx.tree_at(lambda s: s.walkers, state, walkers)
-
-    step_fn = make_step(run.static, run.physics, run.hyper, run.ewald)
-    n_total = cfg.training.steps
-    unit = run.energy_unit_meV
-    n_el = cfg.n_electrons
-    last_ckpt = time.perf_counter()
-    consecutive_failures = 0
-    first = int(state.step)
 
     def save(state: TrainState) -> None:
         checkpoint.save(
@@ -358,10 +357,58 @@ def train(
             },
         )
 
-    if reporter:
-        reporter.start_training(first, n_total)
-    try:
+    resume_hint = f"continue with `qernel train --resume --out {out_dir}`"
+    with deferred_interrupt() as interrupt:
+        if resume and ckpt_path.exists():
+            state, header = checkpoint.restore(ckpt_path, template)
+            wall_offset = float(header.get("wall_time", 0.0))
+            rejected_total = int(header.get("rejected", 0))
+            group = store.open_existing(store_path, mode="a")
+            done = int(state.step)
+            stored = store.dimension_length(group, "step")
+            if stored < done:
+                raise RunError(f"{store_path} has fewer steps than the checkpoint ({stored} < {done}); the store is damaged")
+            store.truncate(group, done, "step")
+        else:
+            if resume and store_path.exists():
+                # Interrupted before the first checkpoint: start over in the same directory.
+                shutil.rmtree(store_path)
+            group = _new_store(store_path, run, pretrain_steps=cfg.pretrain.steps)
+            state = template
+            if cfg.pretrain.steps:
+                if reporter:
+                    reporter.start_pretrain(cfg.pretrain.steps)
+                try:
+                    params, walkers, losses, depths = pretrain(
+                        run, state.params, jax.random.fold_in(key, 4), state.walkers,
+                        reporter.pretrain_step if reporter else None, stop=interrupt.requested,
+                    )
+                except KeyboardInterrupt:
+                    if reporter:
+                        reporter.stop()
+                    raise Interrupted(f"interrupted during pre-training, before the first checkpoint; {resume_hint} (starts over)") from None
+                if reporter:
+                    reporter.end_pretrain()
+                for loss, depth in zip(losses, depths):
+                    store.append(group, {"pretrain_infidelity": loss, "pretrain_depth": depth * run.energy_unit_meV})
+                state = eqx.tree_at(lambda s: (s.params, s.walkers), state, (params, walkers))
+            state = eqx.tree_at(lambda s: s.walkers, state, _burn_in(run, state, template.walkers.conditions, key))
+            save(state)  # step 0: pre-training is never lost
+
+        step_fn = make_step(run.static, run.physics, run.hyper, run.ewald)
+        n_total = cfg.training.steps
+        unit = run.energy_unit_meV
+        n_el = cfg.n_electrons
+        last_ckpt = time.perf_counter()
+        consecutive_failures = 0
+        if reporter:
+            reporter.start_training(int(state.step), n_total)
         while int(state.step) < n_total:
+            if interrupt.requested():
+                save(state)
+                if reporter:
+                    reporter.stop()
+                raise Interrupted(f"interrupted ({interrupt.signal_name}) at step {int(state.step)}; checkpoint saved, {resume_hint}")
             s = int(state.step)
             fault = jnp.asarray((fault_at or {}).get(s, 0.0))
             state, stats = step_fn(state, fault)
@@ -372,27 +419,14 @@ def train(
                 consecutive_failures += 1
             else:
                 consecutive_failures = 0
-            row = {
-                "step": s,
-                "depth": stats["depth"] * unit,
-                "energy": stats["energy"] * unit / n_el,
-                "energy_error": stats["energy_error"] * unit / n_el,
-                "variance": stats["variance"] * unit**2,
-                "kinetic": stats["kinetic"] * unit / n_el,
-                "potential": stats["potential"] * unit / n_el,
-                "interaction": stats["interaction"] * unit / n_el,
-                "acceptance": stats["acceptance"],
-                "move_width": stats["move_width"],
-                "learning_rate": stats["learning_rate"],
-                "update_norm": stats["update_norm"],
-                "accepted": int(ok),
-                "wall_time": wall_offset + time.perf_counter() - t_start,
-            }
+            row = _store_row(s, stats, unit, n_el, ok, wall_offset + time.perf_counter() - t_start)
             store.append(group, row)
             if reporter:
                 reporter.training_step(row, rejected_total)
             if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
                 save(state)
+                if reporter:
+                    reporter.stop()
                 raise RunError(
                     f"training stopped: {consecutive_failures} consecutive non-finite steps at step {s} "
                     f"(state rolled back; last good checkpoint in {ckpt_path}); try a smaller learning rate or more damping"
@@ -400,14 +434,9 @@ def train(
             if time.perf_counter() - last_ckpt > 60.0 * cfg.training.checkpoint_minutes:
                 save(state)
                 last_ckpt = time.perf_counter()
-    except KeyboardInterrupt:
         save(state)
         if reporter:
             reporter.stop()
-        raise
-    save(state)
-    if reporter:
-        reporter.stop()
 
     depths = np.asarray(stratum_centres(run.n_groups, run.physics.v_min, run.physics.v_max))
     final = evaluate(run, state.params, state.walkers, jax.random.fold_in(state.key, 7), depths)
