@@ -224,17 +224,24 @@ def train(
 
 def _print_energies(summary: dict) -> None:
     table = Table(title=f"energies per electron after {summary['steps']} steps ({summary['wall_time_s']:.0f} s)", title_justify="left")
-    for column in ("V (meV)", "E/N (meV)", "± (meV)", "kinetic", "moiré", "interaction"):
+    start = all("start_energy_per_electron_meV" in d for d in summary["depths"])
+    columns = ["V (meV)", "E/N (meV)", "± (meV)", "kinetic", "moiré", "interaction"]
+    for column in columns + (["before VMC", "VMC gain"] if start else []):
         table.add_column(column, justify="right")
     for d in summary["depths"]:
-        table.add_row(
+        row = [
             f"{d['V_meV']:.3f}",
             f"{d['energy_per_electron_meV']:.4f}",
             f"{d['energy_error_meV']:.4f}",
             f"{d['kinetic_meV']:.4f}",
             f"{d['potential_meV']:.4f}",
             f"{d['interaction_meV']:.4f}",
-        )
+        ]
+        if start:
+            gain = d["start_energy_per_electron_meV"] - d["energy_per_electron_meV"]
+            sigma = (d["start_energy_error_meV"] ** 2 + d["energy_error_meV"] ** 2) ** 0.5
+            row += [f"{d['start_energy_per_electron_meV']:.4f} ± {d['start_energy_error_meV']:.4f}", f"{gain:+.4f} ({gain / sigma:+.1f}σ)"]
+        table.add_row(*row)
     out.print(table)
     if summary["rejected_steps"]:
         err.print(f"[yellow]warning:[/] {summary['rejected_steps']} non-finite steps were rejected and rolled back")
@@ -243,24 +250,111 @@ def _print_energies(summary: dict) -> None:
 @app.command()
 @user_errors
 def sample(
-    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
-    depth: Annotated[list[float], typer.Option("--depth", help="Moiré depth V in meV (repeatable).")],
-    out_store: Annotated[Path, typer.Option("--out", "-o", help="Zarr store to write or append to.")],
-    walkers: Annotated[Optional[int], typer.Option(help="Number of walkers.", min=1)] = None,
-    steps: Annotated[Optional[int], typer.Option(help="MCMC sweeps to record.", min=1)] = None,
+    run_dir: Annotated[Path, typer.Argument(help="A trained run directory (from `qernel train`).")],
+    depth: Annotated[list[float], typer.Option("--depth", "-d", help="Moiré depth V in meV (repeatable; any value, inside or between training depths).")],
+    out_store: Annotated[Path, typer.Option("--out", "-o", help="Sample store (zarr) to create or append to.")],
+    walkers: Annotated[Optional[int], typer.Option(help="Walkers per depth (default: the run's sampler.walkers).", min=1)] = None,
+    records: Annotated[int, typer.Option(help="Records (snapshots of all walkers) per depth.", min=1)] = 200,
+    sweeps: Annotated[Optional[int], typer.Option(help="Metropolis sweeps between records (default: the run's sampler.steps_per_iteration).", min=1)] = None,
+    burn_in: Annotated[Optional[int], typer.Option(help="Equilibration sweeps before recording (default: the run's sampler.burn_in).", min=0)] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.", min=0)] = 0,
+    json_: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ):
-    """Sample walkers from a trained model at given depths and store local energies."""
-    raise not_yet("sample", 5)
+    """Sample walkers of a trained model at given depths; append positions and local energies to a store."""
+    import json
+
+    from qernel_cli.progress import task_progress
+    from qernel_cli.workflows.sample import sample_to_store
+
+    with task_progress(err, "sample", enabled=not quiet) as progress:
+        summary = sample_to_store(
+            run_dir, depth, out_store, walkers=walkers, records=records, sweeps=sweeps, burn_in=burn_in, seed=seed,
+            warn=lambda message: err.print(f"[yellow]warning:[/] {message}", soft_wrap=True, highlight=False),
+            progress=progress,
+        )
+    if json_:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        out.print(
+            f"{summary['records_per_depth']} records × {summary['walkers']} walkers at "
+            f"{', '.join(f'{v:g}' for v in summary['depths_meV'])} meV → {summary['store']} "
+            f"(session {summary['session']}, {summary['records_in_store']} records in the store)"
+        )
 
 
 @app.command()
 @user_errors
 def observe(
-    store: Annotated[Path, typer.Argument(help="A store written by `qernel sample`.")],
-    grid: Annotated[int, typer.Option(help="Density grid points per supercell direction.", min=4)] = 96,
+    store: Annotated[Path, typer.Argument(help="A sample store written by `qernel sample`.")],
+    grid: Annotated[int, typer.Option(help="Density grid points per supercell direction (rounded up to a multiple of L1, L2).", min=4)] = 96,
+    plots: Annotated[Optional[Path], typer.Option(help="Directory for PNG plots (default: STORE without .zarr + '-plots').")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
 ):
-    """Energies with error bars, charge density, S(q), g(r) and the crystal order parameter."""
-    raise not_yet("observe", 5)
+    """Energies with error bars, charge density, S(q), g(r) and the crystal order parameter, per depth.
+
+    Writes them into the group `observables` of the store (open with
+    `xarray.open_zarr(STORE, group="observables")`) and PNG plots.
+    """
+    import json
+
+    from qernel_cli.workflows.observe import observe_store
+
+    plots_dir = plots or store.with_name(store.name.removesuffix(".zarr") + "-plots")
+    with err.status("observing …"):
+        results, attrs = observe_store(store, grid=grid, plots_dir=plots_dir)
+    summary = _observables_summary(results, attrs)
+    summary["plots"] = str(plots_dir)
+    if json_:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        _print_observables(summary)
+
+
+def _observables_summary(results, attrs) -> dict:
+    rows = []
+    for r in results:
+        row = {"V_meV": r.depth, "records": r.records, "walkers": r.walkers, "acceptance": r.acceptance}
+        for name, (mean, error, tau) in r.energies.items():
+            key = "energy_per_electron" if name == "energy" else name
+            row[f"{key}_meV"] = mean
+            row[f"{key}_error_meV"] = error
+            row[f"{key}_tau_records"] = tau
+        row["order_parameter"] = r.order.value if r.order else None
+        row["order_parameter_error"] = r.order.error if r.order else None
+        row["site_order"] = r.site_order.value if r.site_order else None
+        row["site_order_error"] = r.site_order.error if r.site_order else None
+        rows.append(row)
+    n, m = attrs["n_electrons"], attrs["supercell"][0] * attrs["supercell"][1]
+    return {
+        "n_electrons": n,
+        "order_parameter_liquid": 4.0 / n,
+        "site_order_random_sites": 4.0 * (m - n) / (n * (m - 1)) if m > 1 else None,
+        "depths": rows,
+    }
+
+
+def _print_observables(summary: dict) -> None:
+    table = Table(title=f"observables per electron (meV), N = {summary['n_electrons']}", title_justify="left")
+    for column in ("V (meV)", "E/N", "kinetic", "moiré", "interaction", "τ", "m²", "m²_site", "acc"):
+        table.add_column(column, justify="right")
+
+    def pm(row, key):
+        return f"{row[key + '_meV']:.4f} ± {row[key + '_error_meV']:.4f}"
+
+    for row in summary["depths"]:
+        def order(key):
+            return "—" if row[key] is None else f"{row[key]:.3f} ± {row[key + '_error']:.3f}"
+
+        table.add_row(
+            f"{row['V_meV']:g}", pm(row, "energy_per_electron"), pm(row, "kinetic"), pm(row, "potential"), pm(row, "interaction"),
+            f"{row['energy_per_electron_tau_records']:.1f}", order("order_parameter"), order("site_order"), f"{row['acceptance']:.2f}",
+        )
+    out.print(table)
+    out.print(
+        f"crystal order (1 = honeycomb crystal): m² = 4⟨|ρ_K|²⟩/N², {summary['order_parameter_liquid']:.3f} for an uncorrelated liquid; "
+        f"m²_site (electrons on their nearest moiré site), {summary['site_order_random_sites']:.3f} for randomly occupied sites. τ: autocorrelation time (records)."
+    )
 
 
 @app.command()

@@ -124,12 +124,17 @@ class PretrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
-    """Training loop: optimisation steps, depths drawn per step, seed, checkpoint interval (minutes)."""
+    """Training loop: optimisation steps, depths drawn per step, seed, checkpoint interval (minutes).
+
+    ``evaluate_start``: measure the energies after pre-training (before VMC) at
+    the evaluation depths, so the summary shows what VMC gained.
+    """
 
     steps: int = 500
     depths_per_step: int = 4
     seed: int = 0
     checkpoint_minutes: float = 5.0
+    evaluate_start: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -72,3 +74,30 @@ class TrainReporter:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+@contextlib.contextmanager
+def task_progress(console: Console, description: str, enabled: bool = True) -> Iterator[Callable[[int, int, dict], None]]:
+    """A progress bar for a counted job; yields ``update(done, total, values)`` (values: energy meV/e, acceptance)."""
+    if not enabled:
+        yield lambda done, total, values: None
+        return
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    task = progress.add_task(description, total=None, info="")
+
+    def update(done: int, total: int, values: dict) -> None:
+        info = "  ".join(
+            f"{name} {value:+.4f} meV/e" if name == "energy" else f"{name[:3]} {value:.2f}" for name, value in values.items()
+        )
+        progress.update(task, completed=done, total=total, info=info)
+
+    with progress:
+        yield update

@@ -8,8 +8,11 @@ the checkpoint's step count, so steps are neither lost nor duplicated.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import platform
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +117,74 @@ def truncate(group: zarr.Group, n: int, dim: str) -> None:
     for _, array in group.arrays():
         if _growing_dim(array) == dim and array.shape[0] > n:
             array.resize((n, *array.shape[1:]))
+
+
+def append_rows(group: zarr.Group, rows: list[dict[str, Any]]) -> None:
+    """Append several rows at once (one resize per array; cheaper than row by row)."""
+    if not rows:
+        return
+    for name in rows[0]:
+        array = group[name]
+        block = np.stack([np.asarray(row[name], dtype=array.dtype) for row in rows])
+        array.append(block, axis=0)
+
+
+def repair(group: zarr.Group, dim: str) -> int:
+    """Cut a torn append (arrays of unequal length along ``dim``) back to the common length; returns it."""
+    n = dimension_length(group, dim)
+    truncate(group, n, dim)
+    return n
+
+
+LOCK_SUFFIX = ".lock"
+
+
+class StoreLocked(StoreError):
+    """Another live process is writing the store."""
+
+
+@contextlib.contextmanager
+def write_lock(path: Path) -> Iterator[None]:
+    """Exclusive writer lock on a store (a lock file ``STORE.lock`` beside it holding the writer's pid).
+
+    A lock left behind by a process that no longer exists is taken over; a
+    live writer makes this raise :class:`StoreLocked` instead of letting two
+    writers corrupt the store.
+    """
+    path = Path(path)
+    lock = path.with_name(path.name + LOCK_SUFFIX)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or "0")
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                raise StoreLocked(f"store {path} is being written by another process (pid {pid}); wait for it to finish") from None
+            lock.unlink(missing_ok=True)  # stale lock of a dead writer
+            continue
+        except OSError as error:
+            raise StoreError(f"cannot write to store {path}: {error.strerror or error}") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        break
+    else:
+        raise StoreLocked(f"store {path} is locked ({lock}); remove the lock file if no qernel process is running")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -74,8 +74,15 @@ def test_bad_input_is_one_line_error_and_nonzero_exit(args, message):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("args", [["sample", "run", "--depth", "10", "--out", "s.zarr"], ["observe", "s.zarr"], ["phasediagram", "run"]])
-def test_unfinished_commands_say_so_and_fail(args):
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["sample", "no-such-run", "--depth", "10", "--out", "s.zarr"], "not a QERNEL run directory"),
+        (["observe", "no-such-store.zarr"], "store not found"),
+    ],
+)
+def test_sample_and_observe_refuse_missing_inputs(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, args)
-    assert result.exit_code == 3
-    assert "not implemented" in result.stderr
+    assert result.exit_code == 2 and message in result.stderr
+    assert not (tmp_path / "s.zarr").exists()

@@ -26,6 +26,7 @@ SMALL = [
     "sampler.steps_per_iteration=4",
     "training.depths_per_step=2",
     "pretrain.steps=3",
+    "training.evaluate_start=false",
 ]
 
 
@@ -136,11 +137,14 @@ def test_cli_train_json_summary_and_refusal(tmp_path):
     runner = CliRunner()
     out = tmp_path / "cli-run"
     args = ["train", "--out", str(out), "--steps", "2", "--quiet", "--json"] + [a for s in SMALL for a in ("--set", s)]
+    args += ["--set", "training.evaluate_start=true"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["steps"] == 2 and len(summary["depths"]) == 2
     assert all(np.isfinite(d["energy_per_electron_meV"]) and d["energy_error_meV"] > 0 for d in summary["depths"])
+    # The energy before VMC (after pre-training) is measured at the same depths.
+    assert all(np.isfinite(d["start_energy_per_electron_meV"]) and d["start_energy_error_meV"] > 0 for d in summary["depths"])
     again = runner.invoke(app, args)
     assert again.exit_code == 2 and "already exists" in again.stderr
     resumed = runner.invoke(app, ["train", "--out", str(out), "--resume", "--steps", "3", "--quiet", "--json"])

@@ -268,6 +268,53 @@ def _new_store(path: Path, run: Run, *, pretrain_steps: int) -> Any:
     )
 
 
+def initial_state(run: Run, key: jax.Array) -> TrainState:
+    """The state before pre-training: fresh parameters, uniform walkers at the stratum centres."""
+    cfg = run.config
+    return TrainState(
+        params=run.params,
+        opt_state=init_opt_state(run.hyper, run.params),
+        walkers=initial_walkers(
+            log_abs_fn(eqx.combine(run.params, run.static)),
+            jax.random.fold_in(key, 2),
+            run.physics.supercell,
+            jnp.asarray(stratum_centres(run.n_groups, run.physics.v_min, run.physics.v_max))[:, None],
+            run.walkers_per_group,
+            cfg.n_electrons,
+            cfg.sampler.move_width,
+        ),
+        key=jax.random.fold_in(key, 3),
+        step=jnp.zeros((), jnp.int64),
+    )
+
+
+def load_trained(run_dir: Path) -> tuple[Run, TrainState, dict[str, Any]]:
+    """A trained run: its config, model structure and the checkpointed state (with the checkpoint header)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise RunError(f"{run_dir} is not a QERNEL run directory (no {CONFIG_FILE})")
+    if not (run_dir / CHECKPOINT_FILE).is_file():
+        raise RunError(f"{run_dir} has no checkpoint yet (train it first, or --resume an interrupted run)")
+    run = build(from_dict(read_toml(run_dir / CONFIG_FILE)))
+    state, header = checkpoint.restore(run_dir / CHECKPOINT_FILE, initial_state(run, jax.random.PRNGKey(0)))
+    return run, state, header
+
+
+def _evaluation_depths(run: Run) -> np.ndarray:
+    """Depths (E_M) of the start and final evaluations: the stratum centres."""
+    return np.asarray(stratum_centres(run.n_groups, run.physics.v_min, run.physics.v_max))
+
+
+def _start_energy(group: Any, i: int) -> dict[str, float]:
+    """The energy after pre-training (before VMC) at evaluation depth i, if it was measured."""
+    if "start_energy_meV" not in group.attrs:
+        return {}
+    return {
+        "start_energy_per_electron_meV": float(group.attrs["start_energy_meV"][i]),
+        "start_energy_error_meV": float(group.attrs["start_energy_error_meV"][i]),
+    }
+
+
 class Interrupted(QernelError):
     """Ctrl-C / SIGTERM: the run stopped cleanly after its checkpoint (exit status 130)."""
 
@@ -328,21 +375,7 @@ def train(
     t_start = time.perf_counter()
     wall_offset = 0.0
     key = jax.random.PRNGKey(cfg.training.seed)
-    template = TrainState(
-        params=run.params,
-        opt_state=init_opt_state(run.hyper, run.params),
-        walkers=initial_walkers(
-            log_abs_fn(eqx.combine(run.params, run.static)),
-            jax.random.fold_in(key, 2),
-            run.physics.supercell,
-            jnp.asarray(stratum_centres(run.n_groups, run.physics.v_min, run.physics.v_max))[:, None],
-            run.walkers_per_group,
-            cfg.n_electrons,
-            cfg.sampler.move_width,
-        ),
-        key=jax.random.fold_in(key, 3),
-        step=jnp.zeros((), jnp.int64),
-    )
+    template = initial_state(run, key)
     rejected_total = 0
 
     def save(state: TrainState) -> None:
@@ -393,6 +426,11 @@ def train(
                     store.append(group, {"pretrain_infidelity": loss, "pretrain_depth": depth * run.energy_unit_meV})
                 state = eqx.tree_at(lambda s: (s.params, s.walkers), state, (params, walkers))
             state = eqx.tree_at(lambda s: s.walkers, state, _burn_in(run, state, template.walkers.conditions, key))
+            if cfg.training.evaluate_start:
+                # The starting point of VMC, at the same depths as the final evaluation.
+                start = evaluate(run, state.params, state.walkers, jax.random.fold_in(key, 5), _evaluation_depths(run))
+                group.attrs["start_energy_meV"] = (start["total"] * run.energy_unit_meV).tolist()
+                group.attrs["start_energy_error_meV"] = (start["total_error"] * run.energy_unit_meV).tolist()
             save(state)  # step 0: pre-training is never lost
 
         step_fn = make_step(run.static, run.physics, run.hyper, run.ewald)
@@ -438,7 +476,7 @@ def train(
         if reporter:
             reporter.stop()
 
-    depths = np.asarray(stratum_centres(run.n_groups, run.physics.v_min, run.physics.v_max))
+    depths = _evaluation_depths(run)
     final = evaluate(run, state.params, state.walkers, jax.random.fold_in(state.key, 7), depths)
     summary = {
         "run_dir": str(out_dir),
@@ -456,6 +494,7 @@ def train(
                 "kinetic_meV": float(final["kinetic"][i] * unit),
                 "potential_meV": float(final["potential"][i] * unit),
                 "interaction_meV": float(final["interaction"][i] * unit),
+                **_start_energy(group, i),
             }
             for i, v in enumerate(depths)
         ],

@@ -1,0 +1,226 @@
+"""Error bars for Monte Carlo averages: blocking of correlated series, moments of independent samples.
+
+``blocking`` implements Flyvbjerg–Petersen repeated pairwise blocking
+(J. Chem. Phys. 91, 461 (1989)) with the block level chosen automatically by
+the hypothesis test of M. Jonsson, Phys. Rev. E 98, 043304 (2018):
+
+* level k holds n_k block means of 2^k consecutive values (level 0 is the series);
+  going from k to k+1 averages neighbouring pairs and drops an odd last value;
+* at each level, ρ̂_k is the lag-1 autocorrelation of the block means and
+  M_k = Σ_{j≥k} n_j ρ̂_j²; if the block means from level k on are independent,
+  M_k is χ² distributed with (number of levels ≥ k) degrees of freedom;
+* the chosen level is the first k with M_k below the χ² quantile at
+  ``confidence``; the error is estimated from the spread of its block means.
+
+``Moments`` accumulates the mean and (co)variance of *independent* samples
+chunk by chunk (Chan–Golub–LeVeque pairwise update), so large sample sets are
+never held in memory; the other observables use it for their standard errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import scipy.stats
+from jaxtyping import Bool, Float, Int
+
+__all__ = ["Blocking", "Moments", "as_samples", "blocking", "sample_chunks"]
+
+CHUNK_ELEMENTS = 1 << 22
+"""Rough bound on the array elements of one processing chunk (keeps memory at ~100 MB)."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Blocking:
+    """Mean of a correlated series and its blocking error (elementwise over trailing axes).
+
+    Attributes:
+        mean: the sample mean over all T values.
+        error: standard error of ``mean`` (NaN only for T = 1).
+        tau: integrated autocorrelation time in series steps, convention
+            τ = ½ + Σ_{t≥1} ρ(t), so that error² = 2τ·var/T; independent values
+            give τ ≈ ½. Computed as τ = ½·error²·T/var (½ for a constant series).
+        naive_error: √(var/T), the standard error if the values were independent.
+        block_size: 2^k values per block at the chosen level k.
+        n_blocks: number of blocks at the chosen level.
+        converged: True where the χ² test accepted a level with at least
+            ``min_blocks`` blocks; False where no level passed (the deepest usable
+            level is reported and the error is likely an underestimate) or the
+            series is shorter than ``min_blocks`` (plain standard error).
+        level_errors: (n_levels, ...) the error estimate at every level (for plots).
+    """
+
+    mean: Float[np.ndarray, "*batch"]
+    error: Float[np.ndarray, "*batch"]
+    tau: Float[np.ndarray, "*batch"]
+    naive_error: Float[np.ndarray, "*batch"]
+    block_size: Int[np.ndarray, "*batch"]
+    n_blocks: Int[np.ndarray, "*batch"]
+    converged: Bool[np.ndarray, "*batch"]
+    level_errors: Float[np.ndarray, "levels ..."]
+
+
+def blocking(series: Float[np.ndarray, "T ..."], confidence: float = 0.99, min_blocks: int = 16) -> Blocking:
+    """Blocking analysis of a time series (axis 0 is Markov-chain time).
+
+    Args:
+        series: shape (T,) or (T, ...); every trailing element is analysed separately.
+        confidence: χ² quantile of the independence test (Jonsson uses 0.99).
+        min_blocks: levels with fewer blocks are not considered (the error of an
+            error from n blocks is ≈ 1/√(2n); 16 blocks → ±18 %).
+
+    Error at level k: √(s_k²·2^k/T), with s_k² the unbiased variance of the
+    block means, i.e. the variance of a block mean scaled to the mean of all T
+    values (blocks only cover the first n_k·2^k values when T is not a power of
+    two). Short series (T < min_blocks) get the plain standard error
+    (``converged`` False); T = 1 gives error NaN and τ NaN.
+    """
+    x = np.asarray(series, dtype=np.float64)
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError("series must have at least one value along axis 0")
+    T = x.shape[0]
+    mean = np.mean(x, axis=0)
+    if T == 1:
+        nan = np.full(mean.shape, np.nan)
+        one = np.ones(mean.shape, dtype=np.int64)
+        return Blocking(
+            mean=mean[()], error=nan[()], tau=nan[()], naive_error=nan[()], block_size=one[()],
+            n_blocks=one[()], converged=np.zeros(mean.shape, bool)[()], level_errors=nan[None],
+        )
+    var = np.var(x, axis=0, ddof=1)
+
+    errors, stats, sizes, counts = [], [], [], []
+    block = x
+    size = 1
+    while block.shape[0] >= 2:
+        n = block.shape[0]
+        centred = block - np.mean(block, axis=0)
+        s2 = np.sum(centred**2, axis=0) / n  # biased variance of the block means
+        gamma = np.sum(centred[1:] * centred[:-1], axis=0) / n  # lag-1 autocovariance
+        rho = np.divide(gamma, s2, out=np.zeros_like(s2), where=s2 > 0)
+        errors.append(np.sqrt(s2 * n / (n - 1) * size / T))
+        stats.append(n * rho**2)
+        sizes.append(size)
+        counts.append(n)
+        m = n // 2
+        block = 0.5 * (block[0 : 2 * m : 2] + block[1 : 2 * m : 2])
+        size *= 2
+    level_errors = np.stack(errors)
+    usable = [k for k, n in enumerate(counts) if n >= min_blocks]
+
+    shape = mean.shape
+    if not usable:
+        chosen = np.zeros(shape, dtype=np.int64)
+        converged = np.zeros(shape, dtype=bool)
+    else:
+        top = usable[-1]
+        tail = np.cumsum(np.stack(stats[: top + 1])[::-1], axis=0)[::-1]  # M_k over usable levels
+        dof = top + 1 - np.arange(top + 1)
+        quantile = scipy.stats.chi2.ppf(confidence, dof).reshape((-1,) + (1,) * len(shape))
+        passed = tail < quantile
+        converged = np.any(passed, axis=0)
+        chosen = np.where(converged, np.argmax(passed, axis=0), top)
+
+    error = np.take_along_axis(level_errors, chosen[None], axis=0)[0]
+    tau = np.divide(0.5 * error**2 * T, var, out=np.full(shape, 0.5), where=var > 0)
+    return Blocking(
+        mean=mean[()],
+        error=error[()],
+        tau=tau[()],
+        naive_error=np.sqrt(var / T)[()],
+        block_size=np.asarray(sizes, dtype=np.int64)[chosen][()],
+        n_blocks=np.asarray(counts, dtype=np.int64)[chosen][()],
+        converged=converged[()],
+        level_errors=level_errors,
+    )
+
+
+def as_samples(positions: Float[np.ndarray, "... N 2"], independent_axes: int | None = None) -> np.ndarray:
+    """Reshape configurations (..., N, 2) to (S, R, N, 2): S independent samples of R records each.
+
+    ``independent_axes`` = number of leading axes that index independent samples
+    (e.g. walkers); the remaining leading axes (e.g. successive records of one
+    Markov chain) are pooled within each sample, so their correlation cannot bias
+    the error. None: every configuration is an independent sample (R = 1).
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.ndim < 2 or positions.shape[-1] != 2 or positions.shape[-2] < 1:
+        raise ValueError(f"positions must have shape (..., N, 2) with N ≥ 1, got {positions.shape}")
+    lead = positions.shape[:-2]
+    k = len(lead) if independent_axes is None else int(independent_axes)
+    if not 0 <= k <= len(lead):
+        raise ValueError(f"independent_axes must be between 0 and {len(lead)}, got {independent_axes!r}")
+    S, R = int(np.prod(lead[:k], dtype=np.int64)), int(np.prod(lead[k:], dtype=np.int64))
+    if S * R == 0:
+        raise ValueError("positions hold no configurations")
+    return positions.reshape((S, R) + positions.shape[-2:])
+
+
+def sample_chunks(n_samples: int, n_records: int, cost_per_config: int):
+    """Split S samples × R records into pieces of at most ~CHUNK_ELEMENTS work.
+
+    Yields (sample slice, list of record slices): either several whole samples,
+    or one sample whose records are split, so per-sample sums over records can
+    be accumulated before the sample enters :class:`Moments`.
+    """
+    configs = max(1, CHUNK_ELEMENTS // max(1, int(cost_per_config)))
+    if configs >= n_records:
+        step = configs // n_records
+        for start in range(0, n_samples, step):
+            yield slice(start, min(start + step, n_samples)), [slice(0, n_records)]
+    else:
+        records = [slice(r, min(r + configs, n_records)) for r in range(0, n_records, configs)]
+        for start in range(n_samples):
+            yield slice(start, start + 1), records
+
+
+class Moments:
+    """Running mean and (co)variance of independent samples, fed chunk by chunk.
+
+    ``add(values)`` takes a chunk of shape (n, ...); with ``vector=True`` the last
+    axis is a vector whose full covariance is kept (shape (..., k, k)), otherwise
+    variances are elementwise. Chunks are merged with the Chan–Golub–LeVeque
+    update, which is exact and free of the cancellation of Σx² − n·x̄².
+    """
+
+    def __init__(self, vector: bool = False):
+        self.vector = vector
+        self.count = 0
+        self.mean: np.ndarray | None = None
+        self.comoment: np.ndarray | None = None  # Σ (x - x̄)(x - x̄)ᵀ, or Σ (x - x̄)²
+
+    def _outer(self, a, b):
+        return a[..., :, None] * b[..., None, :] if self.vector else a * b
+
+    def add(self, values: Float[np.ndarray, "n ..."]) -> None:
+        values = np.asarray(values, dtype=np.float64)
+        n = values.shape[0]
+        if n == 0:
+            return
+        mean = np.mean(values, axis=0)
+        centred = values - mean
+        comoment = np.sum(self._outer(centred, centred), axis=0)
+        if self.count == 0:
+            self.count, self.mean, self.comoment = n, mean, comoment
+            return
+        total = self.count + n
+        delta = mean - self.mean
+        self.comoment = self.comoment + comoment + self._outer(delta, delta) * (self.count * n / total)
+        self.mean = self.mean + delta * (n / total)
+        self.count = total
+
+    @property
+    def covariance(self) -> np.ndarray:
+        """Unbiased (co)variance of one sample (NaN with fewer than two samples)."""
+        if self.count < 2:
+            return np.full_like(self.comoment, np.nan)
+        return self.comoment / (self.count - 1)
+
+    @property
+    def error(self) -> np.ndarray:
+        """Standard error of the mean (elementwise; the diagonal for ``vector``)."""
+        var = self.covariance
+        if self.vector:
+            var = np.diagonal(var, axis1=-2, axis2=-1)
+        return np.sqrt(np.maximum(var, 0.0) / self.count)

@@ -1,0 +1,85 @@
+"""Equilibrated Metropolis sampling of a trained family wavefunction at chosen depths.
+
+Every requested depth V gets its own group of walkers (one Hamiltonian per
+group). Chains start from the checkpoint's walkers, are re-equilibrated at the
+new depth (``burn_in`` sweeps with move-width adaptation, which then stays
+fixed so the recorded chain is a proper Markov chain), and then one record is
+taken every ``sweeps`` Metropolis sweeps: positions and local-energy components
+of every walker. Records are passed to ``on_record`` as they are made.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qernel_cli.vmc.mcmc import Walkers, adapt_width, metropolis_sweeps, with_conditions
+from qernel_cli.vmc.step import local_energies, log_abs_fn
+from qernel_cli.vmc.train import Run
+
+
+def starting_walkers(run: Run, trained: Walkers, depths_moire: np.ndarray, walkers: int) -> Walkers:
+    """``walkers`` chains per depth, taken from the trained chains of the nearest training stratum."""
+    centres = np.asarray(trained.conditions[:, 0])
+    pool = np.asarray(trained.positions)  # (g, w, n, 2)
+    positions, widths = [], []
+    for v in depths_moire:
+        g = int(np.argmin(np.abs(centres - v)))
+        take = np.arange(walkers) % pool.shape[1]
+        positions.append(pool[g, take])
+        widths.append(float(trained.width[g]))
+    positions = jnp.asarray(np.stack(positions))
+    conditions = jnp.asarray(np.asarray(depths_moire, dtype=np.float64))[:, None]
+    zeros = jnp.zeros(positions.shape[:2])
+    return Walkers(positions=positions, conditions=conditions, log_abs=zeros, width=jnp.asarray(widths))
+
+
+def sample(
+    run: Run,
+    params: Any,
+    trained_walkers: Walkers,
+    depths_moire: np.ndarray,
+    *,
+    walkers: int,
+    records: int,
+    sweeps: int,
+    burn_in: int,
+    key: jax.Array,
+    on_record: Callable[[int, dict[str, np.ndarray]], None],
+    stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """Record ``records`` snapshots at every depth; returns how many were taken (fewer if ``stop()``).
+
+    A record holds ``positions`` (D, W, N, 2) in a_M, local-energy components
+    ``total``, ``kinetic``, ``potential``, ``interaction``, ``kinetic_imag``
+    (D, W) in E_M per configuration (not per electron), and ``acceptance`` (D,).
+    """
+    model_log_abs = log_abs_fn(eqx.combine(params, run.static))
+    state = starting_walkers(run, trained_walkers, np.asarray(depths_moire), walkers)
+    state = with_conditions(model_log_abs, state, state.conditions)
+
+    @eqx.filter_jit
+    def advance(params, state, key, n):
+        return metropolis_sweeps(log_abs_fn(eqx.combine(params, run.static)), state, key, run.physics.supercell, n)
+
+    @eqx.filter_jit
+    def energies(params, state):
+        e = local_energies(eqx.combine(params, run.static), state, run.physics, run.ewald)
+        return {"total": e.total, "kinetic": e.kinetic, "potential": e.potential, "interaction": e.interaction, "kinetic_imag": e.kinetic_imag}
+
+    target = run.config.sampler.target_acceptance
+    chunk = 10
+    for i in range(max(1, -(-burn_in // chunk))):
+        state, acceptance = advance(params, state, jax.random.fold_in(key, i), chunk)
+        state = adapt_width(state, acceptance, target)
+    for r in range(records):
+        if stop():
+            return r
+        state, acceptance = advance(params, state, jax.random.fold_in(key, 10_000 + r), sweeps)
+        record = jax.device_get({"positions": state.positions, "acceptance": acceptance, **energies(params, state)})
+        on_record(r, record)
+    return records

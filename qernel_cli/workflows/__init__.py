@@ -1,0 +1,1 @@
+"""The user-level jobs behind ``qernel sample``, ``qernel observe`` and ``qernel phasediagram``."""
