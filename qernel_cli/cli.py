@@ -361,12 +361,50 @@ def _print_observables(summary: dict) -> None:
 @user_errors
 def phasediagram(
     run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
-    depths: Annotated[str, typer.Option(help="Depths in meV as start:stop:count, e.g. 0:30:16.")] = "0:30:16",
-    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory (samples.zarr, phasediagram.zarr, PNG plots); rerunning it samples only what is missing.")],
+    depths: Annotated[str, typer.Option(help="Depths in meV: START:STOP:COUNT (inclusive), e.g. 0:30:16, or a list 5,10,20.")] = "0:30:16",
+    walkers: Annotated[Optional[int], typer.Option(help="Walkers per depth (default: the run's sampler.walkers).", min=1)] = None,
+    records: Annotated[int, typer.Option(help="Records per depth.", min=1)] = 100,
+    grid: Annotated[int, typer.Option(help="Density grid points per supercell direction.", min=4)] = 96,
+    seed: Annotated[int, typer.Option(help="Random seed.", min=0)] = 0,
     json_: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ):
-    """Sample and observe every depth; estimate the liquid–crystal transition depth."""
-    raise not_yet("phasediagram", 5)
+    """Sample and observe every depth; estimate the liquid–crystal transition depth with its uncertainty."""
+    import json
+
+    from qernel_cli.progress import task_progress
+    from qernel_cli.workflows.phasediagram import parse_depths, phase_diagram
+
+    grid_meV = parse_depths(depths)
+    with task_progress(err, "phase diagram", enabled=not quiet) as progress:
+        summary = phase_diagram(
+            run_dir, grid_meV, out_dir, walkers=walkers, records=records, grid=grid, seed=seed,
+            warn=lambda message: err.print(f"[yellow]warning:[/] {message}", soft_wrap=True, highlight=False),
+            progress=progress,
+        )
+    if json_:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    table = Table(title=f"phase diagram, N = {summary['n_electrons']} (per electron, meV)", title_justify="left")
+    for column in ("V (meV)", "E/N", "kinetic", "moiré", "interaction", "m²_site"):
+        table.add_column(column, justify="right")
+    for d in summary["depths"]:
+        order = "—" if d["site_order"] is None else f"{d['site_order']:.3f} ± {d['site_order_error']:.3f}"
+        table.add_row(
+            f"{d['V_meV']:g}",
+            *(f"{d[k + '_meV']:.4f} ± {d[k + '_error_meV']:.4f}" for k in ("energy", "kinetic", "potential", "interaction")),
+            order,
+        )
+    out.print(table)
+    t = summary["transition"]
+    if t and t["depth"] is not None:
+        out.print(f"transition depth V_c = {t['depth']:.2f} ± {t['error']:.2f} meV ({t['method']})")
+        if t["energy_kink_depth"] is not None:
+            out.print(f"  interaction-energy slope change at {t['energy_kink_depth']:.2f} ± {t['energy_kink_error']:.2f} meV")
+    else:
+        out.print("no transition found in this range of depths")
+    out.print(f"plots and stores in {summary['out_dir']}")
 
 
 def main() -> None:

@@ -97,7 +97,7 @@ def observe_depth(group, rows: np.ndarray, supercell: Supercell, grid: int, q_ma
         density_error=density.error,
         density_cell=fold_to_moire_cell(density.value, supercell),
         density_aligned=aligned.value,
-        structure=structure_factor(positions, q, independent_axes=1),
+        structure=structure_factor(positions, q, independent_axes=1, supercell=supercell),
         pair=pair_correlation(positions, supercell, G_BINS, independent_axes=1),
         order=crystal_order(positions, supercell, independent_axes=1) if has_order else None,
         site_order=site_order(positions, supercell, phi_deg, independent_axes=1) if has_order else None,

@@ -1,0 +1,153 @@
+"""``qernel phasediagram``: sample and observe a grid of depths, locate the liquid–crystal transition.
+
+PD_DIR/samples.zarr      the sample store (all depths; resumable: depths already
+                         sampled with enough records are not sampled again)
+PD_DIR/phasediagram.zarr observables per depth (see workflows.observe) and, in its
+                         attributes, the transition estimate
+PD_DIR/phasediagram.png  energy components, E_int/N and the crystal order versus V
+PD_DIR/plots/            density, S(q) and g(r) figures per depth
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import zarr
+
+from qernel_cli import samples, store
+from qernel_cli.errors import QernelError
+from qernel_cli.observables.transition import estimate_transition
+from qernel_cli.workflows.observe import depth_rows, observe_store
+from qernel_cli.workflows.sample import sample_to_store
+
+SAMPLES = "samples.zarr"
+OBSERVABLES = "phasediagram.zarr"
+DEPTHS_PER_BATCH = 4
+
+
+class PhaseDiagramError(QernelError):
+    """The phase diagram cannot be made as asked."""
+
+
+def parse_depths(spec: str) -> np.ndarray:
+    """'start:stop:count' (inclusive, meV) or a comma-separated list of depths in meV."""
+    try:
+        if ":" in spec:
+            start, stop, count = spec.split(":")
+            start, stop, count = float(start), float(stop), int(count)
+            if count < 2 or not (math.isfinite(start) and math.isfinite(stop)) or stop <= start:
+                raise ValueError
+            return np.linspace(start, stop, count)
+        depths = np.array(sorted({float(v) for v in spec.split(",")}))
+        if len(depths) < 1 or not np.all(np.isfinite(depths)):
+            raise ValueError
+        return depths
+    except ValueError:
+        raise PhaseDiagramError(
+            f"--depths must be START:STOP:COUNT with START < STOP and COUNT ≥ 2 (e.g. 0:30:16) or a list like 5,10,20; got {spec!r}"
+        ) from None
+
+
+def missing_depths(sample_store: Path, depths: np.ndarray, records: int) -> np.ndarray:
+    """Depths of the grid that the store does not yet hold with ``records`` records."""
+    if not Path(sample_store).exists():
+        return depths
+    group = samples.open_samples(sample_store) if _has_records(sample_store) else None
+    if group is None:
+        return depths
+    have = {v: len(rows) for v, rows in depth_rows(group).items()}
+    return np.array([v for v in depths if have.get(float(v), 0) < records])
+
+
+def _has_records(path: Path) -> bool:
+    group = store.open_existing(path)
+    return "record" in str(group.attrs.get("kind", "")) or store.dimension_length(group, "record") > 0
+
+
+def phase_diagram(
+    run_dir: Path,
+    depths: np.ndarray,
+    out_dir: Path,
+    *,
+    walkers: int | None = None,
+    records: int = 100,
+    grid: int = 96,
+    seed: int = 0,
+    warn: Callable[[str], None] = lambda message: None,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Sample (what is missing), observe every depth, estimate the transition; returns the JSON summary."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sample_store = out_dir / SAMPLES
+    todo = missing_depths(sample_store, depths, records)
+    if len(todo) and sample_store.exists() and store.dimension_length(store.open_existing(sample_store), "record"):
+        # Re-sampling a depth that is there with too few records would mix sessions of unequal length: only new depths.
+        group = samples.open_samples(sample_store)
+        partial = [v for v in todo if float(v) in depth_rows(group)]
+        if partial:
+            raise PhaseDiagramError(
+                f"{sample_store} holds depths {', '.join(f'{v:g}' for v in partial)} with fewer than {records} records; "
+                "use the same --records as before or a new --out"
+            )
+    done = len(depths) - len(todo)
+    for b in range(0, len(todo), DEPTHS_PER_BATCH):
+        batch = [float(v) for v in todo[b : b + DEPTHS_PER_BATCH]]
+
+        def batch_progress(i, n, values, offset=done + b):
+            if progress:
+                progress(offset * records + i * len(batch), len(depths) * records, values)
+
+        sample_to_store(run_dir, batch, sample_store, walkers=walkers, records=records, seed=seed + b, warn=warn, progress=batch_progress)
+    results, attrs = observe_store(sample_store, grid=grid, plots_dir=out_dir / "plots", out_store=out_dir / OBSERVABLES)
+    results = [r for r in results if np.any(np.isclose(r.depth, depths))]
+    v = np.array([r.depth for r in results])
+    e_int = np.array([r.energies["interaction"][:2] for r in results])
+    site = all(r.site_order is not None for r in results)
+    if site:
+        order = np.array([[r.site_order.value, r.site_order.error] for r in results])
+    else:
+        order = np.full((len(results), 2), np.nan)
+    transition = estimate_transition(v, order[:, 0], order[:, 1], e_int[:, 0], e_int[:, 1]) if len(v) >= 3 else None
+    group = zarr.open_group(str(out_dir / OBSERVABLES), mode="a")
+    group.attrs["transition"] = transition.as_dict() if transition else None
+    _figure(out_dir / "phasediagram.png", results, order, transition, attrs)
+    summary = {
+        "run_dir": str(run_dir),
+        "out_dir": str(out_dir),
+        "n_electrons": attrs.get("n_electrons"),
+        "order_parameter": "site-projected crystal order m²_site" if site else None,
+        "transition": transition.as_dict() if transition else None,
+        "depths": [
+            {
+                "V_meV": r.depth,
+                **{f"{k}_meV": r.energies[k][0] for k in ("energy", "kinetic", "potential", "interaction")},
+                **{f"{k}_error_meV": r.energies[k][1] for k in ("energy", "kinetic", "potential", "interaction")},
+                "site_order": r.site_order.value if r.site_order else None,
+                "site_order_error": r.site_order.error if r.site_order else None,
+                "order_parameter": r.order.value if r.order else None,
+                "order_parameter_error": r.order.error if r.order else None,
+            }
+            for r in results
+        ],
+    }
+    (out_dir / "phasediagram.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _figure(path: Path, results, order: np.ndarray, transition, attrs: dict) -> None:
+    from qernel_cli import plots
+
+    v = np.array([r.depth for r in results])
+    series = {
+        name: (np.array([r.energies[key][0] for r in results]), np.array([r.energies[key][1] for r in results]))
+        for name, key in (("total", "energy"), ("kinetic", "kinetic"), ("moiré", "potential"), ("interaction", "interaction"))
+    }
+    n, m = attrs["n_electrons"], attrs["supercell"][0] * attrs["supercell"][1]
+    reference = 4.0 * (m - n) / (n * (m - 1)) if m > 1 else None
+    band = (transition.depth, transition.error) if transition and math.isfinite(transition.depth) else None
+    plots.phase_diagram_figure(path, v, series, (order[:, 0], order[:, 1]), band, reference)

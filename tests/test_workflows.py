@@ -1,0 +1,125 @@
+"""`qernel sample`, `observe` and `phasediagram` on a small trained run: stores, appends, locks, plots."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from typer.testing import CliRunner
+
+from qernel_cli import store
+from qernel_cli.cli import app
+from qernel_cli.config import resolve
+from qernel_cli.store import StoreLocked
+from qernel_cli.vmc.train import train
+from qernel_cli.workflows.observe import observe_store
+from qernel_cli.workflows.phasediagram import PhaseDiagramError, parse_depths
+from qernel_cli.workflows.sample import sample_to_store
+
+SMALL = [
+    "model.layers=1", "model.width=16", "model.heads=2", "model.kv_heads=1", "model.mlp_width=16", "model.experts=2",
+    "model.determinants=1", "model.film_hidden=8", "model.envelope_shells=2", "sampler.walkers=32", "sampler.burn_in=10",
+    "sampler.steps_per_iteration=4", "training.depths_per_step=2", "pretrain.steps=3", "training.evaluate_start=false",
+    "training.steps=2",
+]
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wf") / "run"
+    train(resolve("moire-tiny", SMALL), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sampled(run_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("wf") / "s.zarr"
+    warnings = []
+    summary = sample_to_store(run_dir, [5.0, 40.0], path, walkers=8, records=6, sweeps=2, burn_in=4, warn=warnings.append)
+    return path, summary, warnings
+
+
+def test_sample_store_layout_units_and_energy_components(sampled):
+    path, summary, warnings = sampled
+    assert summary["records_per_depth"] == 6 and summary["session"] == 0 and summary["records_in_store"] == 12
+    assert len(warnings) == 1 and "40" in warnings[0] and "extrapolates" in warnings[0]
+    ds = xr.open_zarr(path, consolidated=False)
+    assert ds["positions"].dims == ("record", "walker", "electron", "xy") and ds["positions"].shape == (12, 8, 6, 2)
+    assert ds["energy"].attrs["units"] == "meV" and ds["positions"].attrs["units"] == "a_M"
+    assert sorted(set(ds["depth"].values)) == [5.0, 40.0]
+    total = ds["kinetic"] + ds["potential"] + ds["interaction"]
+    np.testing.assert_allclose(ds["energy"].values, total.values, rtol=1e-12, atol=1e-9)
+    # Positions are wrapped into the supercell.
+    frac = ds["positions"].values @ np.linalg.inv(resolve("moire-tiny", SMALL).supercell_geometry.cell)
+    assert np.all((frac >= -1e-12) & (frac < 1 + 1e-12))
+
+
+def test_append_keeps_old_records_and_repairs_torn_writes(run_dir, tmp_path):
+    path = tmp_path / "a.zarr"
+    sample_to_store(run_dir, [10.0], path, walkers=4, records=3, sweeps=1, burn_in=0)
+    before = zarr.open_group(str(path), mode="r")["positions"][:]
+    # Simulate a writer killed mid-append: one array a row longer than the others.
+    group = zarr.open_group(str(path), mode="a")
+    group["energy"].append(np.zeros((1, 4)), axis=0)
+    second = sample_to_store(run_dir, [20.0], path, walkers=4, records=2, sweeps=1, burn_in=0)
+    assert second["session"] == 1 and second["records_in_store"] == 5
+    ds = xr.open_zarr(path, consolidated=False)
+    np.testing.assert_array_equal(ds["positions"].values[:3], before)
+    assert list(ds["session"].values) == [0, 0, 0, 1, 1] and list(ds["depth"].values) == [10, 10, 10, 20, 20]
+    with pytest.raises(store.StoreError, match="walkers"):
+        sample_to_store(run_dir, [20.0], path, walkers=5, records=1)
+
+
+def test_a_live_writer_locks_the_store(sampled, run_dir):
+    path = sampled[0]
+    lock = path.with_name(path.name + ".lock")
+    lock.write_text(str(os.getppid()))  # a live process that is not us
+    try:
+        with pytest.raises(StoreLocked, match="another process"):
+            sample_to_store(run_dir, [5.0], path, walkers=8, records=1)
+    finally:
+        lock.unlink()
+    lock.write_text("999999999")  # a dead writer's stale lock is taken over
+    sample_to_store(run_dir, [5.0], path, walkers=8, records=1, sweeps=1, burn_in=0)
+    assert not lock.exists()
+
+
+def test_observe_writes_observables_and_plots(sampled, tmp_path):
+    path = sampled[0]
+    results, attrs = observe_store(path, grid=12, plots_dir=tmp_path / "plots", out_store=tmp_path / "obs.zarr")
+    ds = xr.open_zarr(tmp_path / "obs.zarr", consolidated=False)
+    assert list(ds["depth"].values) == [5.0, 40.0]
+    assert ds["density"].dims == ("depth", "s1", "s2") and ds["density_cell"].shape == (2, 4, 4)
+    area = resolve("moire-tiny", SMALL).supercell_geometry.area
+    np.testing.assert_allclose(ds["density"].sum(("s1", "s2")).values * area / 144, 6.0, rtol=1e-12)
+    e = ds["energy"].values
+    np.testing.assert_allclose(e, (ds["kinetic"] + ds["potential"] + ds["interaction"]).values, rtol=1e-10)
+    assert np.all(ds["energy_error"].values > 0) and np.all(ds["structure_factor"].values > 0)
+    assert np.all((ds["site_order"].values >= 0) & (ds["site_order"].values <= 1))
+    assert {p.name for p in (tmp_path / "plots").iterdir()} >= {"density_V005.000meV.png", "structure_V040.000meV.png"}
+
+
+def test_phasediagram_cli_json_resumes_without_resampling(run_dir, tmp_path):
+    out = tmp_path / "pd"
+    args = ["phasediagram", str(run_dir), "--depths", "0:30:4", "--out", str(out), "--walkers", "8", "--records", "4", "--grid", "12", "--quiet", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert [d["V_meV"] for d in summary["depths"]] == [0.0, 10.0, 20.0, 30.0]
+    assert summary["transition"]["method"] and (out / "phasediagram.png").is_file()
+    ds = xr.open_zarr(out / "phasediagram.zarr", consolidated=False)
+    assert ds.attrs["transition"] == summary["transition"]
+    records = zarr.open_group(str(out / "samples.zarr"), mode="r")["depth"].shape[0]
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and zarr.open_group(str(out / "samples.zarr"), mode="r")["depth"].shape[0] == records
+
+
+def test_bad_depth_grids_are_refused():
+    np.testing.assert_allclose(parse_depths("0:30:16"), np.linspace(0, 30, 16))
+    np.testing.assert_allclose(parse_depths("20,5,10"), [5, 10, 20])
+    for spec in ("30:0:5", "0:30:1", "a:b:c", "0:30", "nan,1"):
+        with pytest.raises(PhaseDiagramError):
+            parse_depths(spec)
