@@ -71,7 +71,9 @@ class ModelConfig:
     orbitals at the middle of the depth range ("bloch") or from free-electron
     plane waves; ``envelope_shells``: moiré reciprocal-vector shells of the envelopes;
     ``envelope_anchors``: depths (evenly spaced over the range) at which Bloch
-    envelopes are anchored and between which they are interpolated (1: fixed).
+    envelopes are anchored and between which they are interpolated (1: fixed);
+    ``pair_jastrow_qmax``: cutoff (units of the shortest moiré reciprocal vector
+    |g|) of the c-conditioned plane-wave pair Jastrow (0: off).
     """
 
     layers: int = 2
@@ -87,6 +89,7 @@ class ModelConfig:
     envelope: Literal["bloch", "plane-wave"] = "bloch"
     envelope_shells: int = 3
     envelope_anchors: int = 3
+    pair_jastrow_qmax: float = 0.0
     dtype: Literal["float32", "float64"] = "float64"
 
 
@@ -286,6 +289,8 @@ def validate(config: Config) -> None:
     for name in ("layers", "width", "heads", "kv_heads", "mlp_width", "experts", "determinants", "harmonics", "film_hidden", "envelope_shells", "envelope_anchors"):
         if getattr(md, name) < 1:
             raise ConfigError(f"model.{name}: must be a positive integer, got {getattr(md, name)!r}")
+    if not 0.0 <= md.pair_jastrow_qmax <= 5.0:
+        raise ConfigError(f"model.pair_jastrow_qmax: must be between 0 (off) and 5 (units of |g|), got {md.pair_jastrow_qmax!r}")
     if md.heads % md.kv_heads:
         raise ConfigError(f"model.kv_heads: must divide model.heads={md.heads}, got {md.kv_heads}")
     if md.width % md.heads:

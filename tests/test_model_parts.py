@@ -271,3 +271,36 @@ def test_parameter_count_and_flops():
     assert flops > 1000
     with pytest.raises(ValueError):
         forward_flops(model, n_electrons=4)
+
+
+def test_pair_jastrow_is_a_periodic_pair_sum_and_off_at_initialisation():
+    import itertools
+
+    from qernel_cli.hamiltonian.local_energy import laplacian_and_gradient
+    from qernel_cli.model.pair_jastrow import PairJastrow, half_plane_shells
+
+    cell = Supercell(3, 3)
+    pj = PairJastrow(cell, 1, 1.2, key=jax.random.PRNGKey(0))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (6, 2)) @ jnp.asarray(cell.cell)
+    c = jnp.array([0.3])
+    assert float(pj(x, c)) == 0.0  # zero-initialised output layer: pre-training is unaffected
+    # With random coefficients it equals (2/N) Σ_{i<j} Σ_q a_s cos(q·r_ij).
+    pj = eqx.tree_at(lambda p: p.out.weight, pj, jax.random.normal(jax.random.PRNGKey(2), pj.out.weight.shape))
+    from qernel_cli.lattice import MOIRE_G
+
+    q, shell = half_plane_shells(cell, 1.2 * np.linalg.norm(MOIRE_G[0]))
+    assert len(set(np.round(np.linalg.norm(q, axis=1), 8))) == pj.n_shells == shell.max() + 1
+    a = np.asarray(pj.coefficients(c))[shell]
+    xs = np.asarray(x)
+    explicit = sum(np.sum(a * np.cos(q @ (xs[i] - xs[j]))) for i, j in itertools.combinations(range(6), 2)) * 2 / 6
+    np.testing.assert_allclose(float(pj(x, c)), explicit, rtol=1e-12)
+    # Exactly periodic on the supercell and symmetric under exchange.
+    shifted = x.at[2].add(jnp.asarray(cell.cell[0] - 2 * cell.cell[1]))
+    np.testing.assert_allclose(float(pj(shifted, c)), float(pj(x, c)), rtol=1e-12)
+    np.testing.assert_allclose(float(pj(x[::-1], c)), float(pj(x, c)), rtol=1e-12)
+    # Depends on c, and the folx Laplacian matches the Hessian trace.
+    assert abs(float(pj(x, jnp.array([-0.7]))) - float(pj(x, c))) > 1e-6
+    lap_f, grad_f = laplacian_and_gradient(lambda y: pj(y, c), x, "forward")
+    lap_h, grad_h = laplacian_and_gradient(lambda y: pj(y, c), x, "hessian")
+    np.testing.assert_allclose(lap_f, lap_h, rtol=1e-10)
+    np.testing.assert_allclose(grad_f, grad_h, rtol=1e-10)

@@ -35,6 +35,7 @@ from qernel_cli.lattice import Supercell
 from qernel_cli.model.block import Trunk
 from qernel_cli.model.features import PeriodicFeatures
 from qernel_cli.model.jastrow import CuspJastrow
+from qernel_cli.model.pair_jastrow import PairJastrow
 from qernel_cli.model.linear import split
 from qernel_cli.model.moe import load_balance
 from qernel_cli.model.orbitals import BlochOrbitals, GeneralisedOrbitals
@@ -49,6 +50,7 @@ class Wavefunction(eqx.Module):
     trunk: Trunk
     orbitals: GeneralisedOrbitals
     jastrow: CuspJastrow | None
+    pair_jastrow: PairJastrow | None
     supercell: Supercell = eqx.field(static=True)
     n_up: int = eqx.field(static=True)
     n_down: int = eqx.field(static=True)
@@ -80,6 +82,7 @@ class Wavefunction(eqx.Module):
         envelope_shells: int = 2,
         orbitals: BlochOrbitals | tuple[BlochOrbitals, BlochOrbitals] | None = None,
         envelope_anchors: Sequence[float] = (0.0,),
+        pair_jastrow_qmax: float = 0.0,
         dtype: str = "float64",
         key: PRNGKeyArray,
     ):
@@ -105,6 +108,8 @@ class Wavefunction(eqx.Module):
                 set per anchor (see ``envelope_anchors``).
             envelope_anchors: normalised depths c₀ = (v − centre)/scale of the
                 anchors (one entry: envelopes independent of c).
+            pair_jastrow_qmax: cutoff (units of |g|) of the c-conditioned
+                plane-wave pair Jastrow (0: none); see ``model.pair_jastrow``.
             dtype: "float32" or "float64" for the trunk.
         """
         if n_up < 0 or n_down < 0 or n_up + n_down < 1:
@@ -147,6 +152,9 @@ class Wavefunction(eqx.Module):
             key=k_orb,
         )
         self.jastrow = CuspJastrow(supercell, n_up, n_down, coulomb_strength) if jastrow else None
+        self.pair_jastrow = (
+            PairJastrow(supercell, n_conditions, pair_jastrow_qmax, key=jax.random.fold_in(key, 7)) if pair_jastrow_qmax > 0 else None
+        )
         self.supercell = supercell
         self.n_up, self.n_down = int(n_up), int(n_down)
         self.condition_centre = tuple(float(v) for v in centre)
@@ -193,6 +201,8 @@ class Wavefunction(eqx.Module):
         logabs, phase = self.orbitals(self.hidden(positions, conditions), positions, self.normalise(conditions)[0])
         if self.jastrow is not None:
             logabs = logabs + self.jastrow(positions)
+        if self.pair_jastrow is not None:
+            logabs = logabs + self.pair_jastrow(positions, self.normalise(conditions))
         return logabs, phase
 
     def __call__(self, positions: Float[Array, "n 2"], conditions: Float[Array, " n_conditions"]) -> Complex[Array, ""]:
@@ -297,6 +307,7 @@ def make_wavefunction(
         harmonics=m.harmonics,
         film_hidden=m.film_hidden,
         jastrow=m.jastrow,
+        pair_jastrow_qmax=m.pair_jastrow_qmax,
         coulomb_strength=coulomb,
         envelope_shells=envelope_shells,
         orbitals=orbitals,
