@@ -113,7 +113,7 @@ class OptimizerConfig:
     lr_decay_steps: float = 1000.0
     damping: float = 0.1
     momentum: float = 0.9
-    max_norm: float = 0.03
+    max_norm: float = 0.1
     clip_mad: float = 5.0
 
 
