@@ -95,13 +95,18 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
-    """Metropolis sampler: walkers, steps between updates, burn-in, initial move width (a_M)."""
+    """Metropolis sampler: walkers, steps between updates, burn-in, initial move width (a_M).
+
+    ``lattice_hops``: after every Gaussian move, propose a nearest-neighbour
+    moiré-lattice hop of one electron (keeps deep-potential chains ergodic).
+    """
 
     walkers: int = 256
     steps_per_iteration: int = 10
     burn_in: int = 100
     move_width: float = 0.2
     target_acceptance: float = 0.5
+    lattice_hops: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
+def counted_progress(console: Console) -> Progress:
+    """Description, bar, done/total, a free-text ``info`` field, elapsed and remaining time."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
 class TrainReporter:
     """Progress bars for pre-training and VMC: step, E ± err (meV/electron), variance, acceptance, steps/s."""
 
@@ -27,16 +40,7 @@ class TrainReporter:
         if not self.enabled:
             return
         self.stop()
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-        )
+        self.progress = counted_progress(self.console)
         self.progress.start()
         self.task = self.progress.add_task(description, total=total, completed=completed, info="")
         self._t0 = time.perf_counter()
@@ -82,15 +86,7 @@ def task_progress(console: Console, description: str, enabled: bool = True) -> I
     if not enabled:
         yield lambda done, total, values: None
         return
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
+    progress = counted_progress(console)
     task = progress.add_task(description, total=None, info="")
 
     def update(done: int, total: int, values: dict) -> None:

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from qernel_cli.lattice import Supercell
 from qernel_cli.vmc.mcmc import adapt_width, initial_walkers, metropolis_sweeps, with_conditions
@@ -16,11 +17,12 @@ def _log_abs(positions, c):
     return c[0] * jnp.sum(jnp.cos(positions @ b1))
 
 
-def test_samples_follow_psi_squared_and_width_adapts():
+@pytest.mark.parametrize("hops", [False, True])
+def test_samples_follow_psi_squared_and_width_adapts(hops):
     conditions = jnp.array([[0.0], [1.0]])
     key = jax.random.PRNGKey(0)
     w = initial_walkers(_log_abs, key, SC, conditions, walkers_per_group=512, n_electrons=2, width=0.05)
-    sweep = jax.jit(lambda w, k: metropolis_sweeps(_log_abs, w, k, SC, 10), donate_argnums=0)
+    sweep = jax.jit(lambda w, k: metropolis_sweeps(_log_abs, w, k, SC, 10, hops), donate_argnums=0)
     samples = []
     for i in range(60):
         w, acc = sweep(w, jax.random.fold_in(key, i))
@@ -53,3 +55,28 @@ def test_nan_proposals_are_rejected():
     w = initial_walkers(lambda p, c: 0.0 * jnp.sum(p), jax.random.PRNGKey(1), SC, jnp.zeros((1, 1)), 64, 1, 0.3)
     w, _ = metropolis_sweeps(log_abs, w, jax.random.PRNGKey(2), SC, 20)
     assert np.all(np.isfinite(np.asarray(w.log_abs)))
+
+
+def test_lattice_hops_mix_site_occupations_of_a_deep_potential():
+    """Tiny Gaussian moves never leave a deep well; nearest-neighbour hops visit every site equally."""
+    from qernel_cli.lattice import MOIRE_G
+
+    def deep(positions, c):
+        return 10.0 * jnp.sum(jnp.cos(positions @ jnp.asarray(MOIRE_G).T))
+
+    start = initial_walkers(deep, jax.random.PRNGKey(3), SC, jnp.zeros((1, 1)), 2000, 1, 0.01)
+    start = with_conditions(deep, eqx_positions(start, 0.01 * jax.random.normal(jax.random.PRNGKey(4), (1, 2000, 1, 2))), start.conditions)
+    counts = {}
+    for hops in (False, True):
+        w, _ = metropolis_sweeps(deep, start, jax.random.PRNGKey(5), SC, 60, hops)
+        frac = np.asarray(SC.fractional(w.positions))[0, :, 0] * 2  # the 2×2 cell holds sites (0,0), a1, a2, a1+a2
+        site = np.round(frac).astype(int) % 2
+        counts[hops] = np.bincount(site[:, 0] * 2 + site[:, 1], minlength=4) / 2000
+    assert counts[False][0] == 1.0
+    assert np.all(np.abs(counts[True] - 0.25) < 0.05), counts[True]
+
+
+def eqx_positions(walkers, positions):
+    import equinox as eqx
+
+    return eqx.tree_at(lambda w: w.positions, walkers, SC.wrap(positions))

@@ -4,6 +4,14 @@ Walkers are arranged in groups, one group per Hamiltonian parameter vector c
 (all walkers of a group share c). Each group has its own move width, adapted
 between sweeps towards a target acceptance; within a sweep the width is fixed,
 so every sweep satisfies detailed balance for |ψ(·; c)|².
+
+Optional lattice hops: after every Gaussian move, one electron per walker
+(chosen uniformly) is proposed to jump by one of the six nearest-neighbour
+moiré lattice vectors (chosen uniformly). The proposal is symmetric, so the
+Metropolis rule keeps |ψ|² stationary. In a deep moiré potential Gaussian
+moves of the adapted (small) width almost never carry an electron over the
+barrier to a neighbouring minimum, so without hops the site occupations of a
+chain are frozen and crystal orderings are never sampled.
 """
 
 from __future__ import annotations
@@ -13,9 +21,13 @@ from typing import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from qernel_cli.lattice import Supercell
+from qernel_cli.lattice import MOIRE_VECTORS, Supercell
+
+HOP_VECTORS = np.concatenate([MOIRE_VECTORS, -MOIRE_VECTORS, [MOIRE_VECTORS[0] - MOIRE_VECTORS[1], MOIRE_VECTORS[1] - MOIRE_VECTORS[0]]])
+"""The six nearest-neighbour vectors of the moiré lattice (a_M)."""
 
 LogAbs = Callable[[Float[Array, "n 2"], Float[Array, " c"]], Float[Array, ""]]
 """log|ψ(r; c)| of one configuration (positions in a_M)."""
@@ -82,26 +94,43 @@ def metropolis_sweeps(
     key: PRNGKeyArray,
     supercell: Supercell,
     n_steps: int,
+    lattice_hops: bool = False,
 ) -> tuple[Walkers, Float[Array, " g"]]:
     """``n_steps`` Metropolis steps of every walker; returns new walkers and acceptance per group.
 
     Each step proposes moving all electrons of a walker at once by independent
     Gaussian displacements of standard deviation ``width`` (of its group) and
-    wraps them into the supercell; |ψ|² is periodic so wrapping is exact.
+    wraps them into the supercell; |ψ|² is periodic so wrapping is exact. With
+    ``lattice_hops`` a single-electron nearest-neighbour hop follows every
+    Gaussian move (see the module docstring). The returned acceptance is that
+    of the Gaussian moves (which the width adaptation steers).
     """
     f = batched_log_abs(log_abs)
+    hops = jnp.asarray(HOP_VECTORS)
+
+    def metropolis(proposal, positions, log_abs_now, key):
+        log_abs_new = f(proposal, walkers.conditions)
+        log_ratio = 2.0 * (log_abs_new - log_abs_now)
+        u = jax.random.uniform(key, log_ratio.shape, dtype=log_ratio.dtype)
+        accept = jnp.log(u) < log_ratio  # NaN proposals are never accepted
+        positions = jnp.where(accept[..., None, None], proposal, positions)
+        return positions, jnp.where(accept, log_abs_new, log_abs_now), accept
 
     def step(carry, key):
         positions, log_abs_now, accepted = carry
-        k_move, k_accept = jax.random.split(key)
+        if lattice_hops:
+            k_move, k_accept, k_electron, k_vector, k_hop = jax.random.split(key, 5)
+        else:
+            k_move, k_accept = jax.random.split(key)
         noise = jax.random.normal(k_move, positions.shape, dtype=positions.dtype)
         proposal = supercell.wrap(positions + walkers.width[:, None, None, None] * noise)
-        log_abs_new = f(proposal, walkers.conditions)
-        log_ratio = 2.0 * (log_abs_new - log_abs_now)
-        u = jax.random.uniform(k_accept, log_ratio.shape, dtype=log_ratio.dtype)
-        accept = jnp.log(u) < log_ratio  # NaN proposals are never accepted
-        positions = jnp.where(accept[..., None, None], proposal, positions)
-        log_abs_now = jnp.where(accept, log_abs_new, log_abs_now)
+        positions, log_abs_now, accept = metropolis(proposal, positions, log_abs_now, k_accept)
+        if lattice_hops:
+            g, w, n = positions.shape[:3]
+            electron = jax.random.randint(k_electron, (g, w), 0, n)
+            vector = hops[jax.random.randint(k_vector, (g, w), 0, len(HOP_VECTORS))]
+            shift = jax.nn.one_hot(electron, n, dtype=positions.dtype)[..., None] * vector[:, :, None, :]
+            positions, log_abs_now, _ = metropolis(supercell.wrap(positions + shift), positions, log_abs_now, k_hop)
         return (positions, log_abs_now, accepted + accept), None
 
     init = (walkers.positions, walkers.log_abs, jnp.zeros(walkers.log_abs.shape, dtype=jnp.int32))

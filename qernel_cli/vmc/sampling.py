@@ -64,7 +64,7 @@ def sample(
 
     @eqx.filter_jit
     def advance(params, state, key, n):
-        return metropolis_sweeps(log_abs_fn(eqx.combine(params, run.static)), state, key, run.physics.supercell, n)
+        return metropolis_sweeps(log_abs_fn(eqx.combine(params, run.static)), state, key, run.physics.supercell, n, run.hyper.lattice_hops)
 
     @eqx.filter_jit
     def energies(params, state):

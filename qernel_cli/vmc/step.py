@@ -53,6 +53,7 @@ class Hyper:
     clip_mad: float
     mcmc_steps: int
     target_acceptance: float
+    lattice_hops: bool = False
 
 
 class TrainState(eqx.Module):
@@ -139,7 +140,7 @@ def vmc_step(
     n_groups = state.walkers.conditions.shape[0]
     depths = stratified_depths(k_depth, n_groups, physics.v_min, physics.v_max)
     walkers = with_conditions(log_abs_fn(model), state.walkers, depths[:, None])
-    walkers, acceptance = metropolis_sweeps(log_abs_fn(model), walkers, k_mcmc, physics.supercell, hyper.mcmc_steps)
+    walkers, acceptance = metropolis_sweeps(log_abs_fn(model), walkers, k_mcmc, physics.supercell, hyper.mcmc_steps, hyper.lattice_hops)
     walkers = adapt_width(walkers, acceptance, hyper.target_acceptance)
 
     energies = local_energies(model, walkers, physics, ewald)

@@ -127,6 +127,7 @@ def build(config: Config) -> Run:
         clip_mad=op.clip_mad,
         mcmc_steps=config.sampler.steps_per_iteration,
         target_acceptance=config.sampler.target_acceptance,
+        lattice_hops=config.sampler.lattice_hops,
     )
     ewald = EwaldSum(physics.supercell.cell, n_electrons=config.n_electrons) if coulomb else None
     return Run(config=config, static=static, params=params, physics=physics, hyper=hyper, ewald=ewald)
@@ -221,7 +222,7 @@ def evaluate(
     @eqx.filter_jit
     def block(params, walkers, key):
         model = eqx.combine(params, run.static)
-        walkers, acc = metropolis_sweeps(log_abs_fn(model), walkers, key, run.physics.supercell, run.hyper.mcmc_steps)
+        walkers, acc = metropolis_sweeps(log_abs_fn(model), walkers, key, run.physics.supercell, run.hyper.mcmc_steps, run.hyper.lattice_hops)
         e = local_energies(model, walkers, run.physics, run.ewald)
         return walkers, acc, e
 
@@ -324,7 +325,7 @@ class Interrupted(QernelError):
 def _burn_in(run: Run, state: TrainState, conditions: jax.Array, key: jax.Array) -> Walkers:
     """Equilibrate the model's own chains at the stratum centres (``sampler.burn_in`` sweeps)."""
     walkers = with_conditions(log_abs_fn(eqx.combine(state.params, run.static)), state.walkers, conditions)
-    burn = eqx.filter_jit(lambda p, w, k: metropolis_sweeps(log_abs_fn(eqx.combine(p, run.static)), w, k, run.physics.supercell, 10))
+    burn = eqx.filter_jit(lambda p, w, k: metropolis_sweeps(log_abs_fn(eqx.combine(p, run.static)), w, k, run.physics.supercell, 10, run.hyper.lattice_hops))
     for i in range(max(1, run.config.sampler.burn_in // 10)):
         walkers, acc = burn(state.params, walkers, jax.random.fold_in(key, 100 + i))
         walkers = adapt_width(walkers, acc, run.config.sampler.target_acceptance)
