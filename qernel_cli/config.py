@@ -124,10 +124,16 @@ class OptimizerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
-    """Supervised pre-training of the orbitals on non-interacting Bloch orbitals."""
+    """Supervised pre-training (fidelity) on a reference determinant at the drawn depths.
+
+    ``target``: "bloch", the non-interacting Bloch determinant (the liquid), or
+    "crystal", Gaussians on the classical Coulomb ground state of the moiré
+    sites (see ``qernel_cli.vmc.crystal``).
+    """
 
     steps: int = 200
     learning_rate: float = 3e-4
+    target: Literal["bloch", "crystal"] = "bloch"
 
 
 @dataclasses.dataclass(frozen=True)

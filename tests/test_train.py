@@ -194,3 +194,26 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_completes(tmp_path):
     assert summary["steps"] == stopped + 2
     ds = xr.open_zarr(out / "train.zarr", consolidated=False)
     assert list(ds["step"].values) == list(range(stopped + 2)) and ds.sizes["pretrain_step"] == 3
+
+
+def test_the_step_compiles_once(caplog):
+    """Later optimisation steps reuse the first step's executable (no recompilation)."""
+    import logging
+
+    import jax
+    import jax.numpy as jnp
+
+    run = training.build(small_config(3))
+    state = training.initial_state(run, jax.random.PRNGKey(0))
+    step = training.make_step(run.static, run.physics, run.hyper, run.ewald)
+    fault = jnp.zeros(())
+    state, _ = step(state, fault)
+    jax.block_until_ready(state)
+    with jax.log_compiles(True), caplog.at_level(logging.DEBUG):
+        caplog.clear()
+        for _ in range(2):
+            state, stats = step(state, fault)
+        jax.block_until_ready(state)
+    compiles = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage() or "compil" in r.getMessage().lower()]
+    assert not compiles, compiles
+    assert int(state.step) == 3

@@ -34,6 +34,7 @@ from qernel_cli.errors import QernelError
 from qernel_cli.hamiltonian.ewald import EwaldSum
 from qernel_cli.interrupt import deferred_interrupt
 from qernel_cli.model import make_wavefunction
+from qernel_cli.vmc.crystal import classical_ground_state, family_crystal_orbitals
 from qernel_cli.vmc.family import stratum_centres
 from qernel_cli.vmc.mcmc import Walkers, adapt_width, initial_walkers, metropolis_sweeps, with_conditions
 from qernel_cli.vmc.pretrain import PretrainState, family_orbitals, make_pretrain_step
@@ -192,6 +193,10 @@ def pretrain(
     state = PretrainState(params=params, opt_state=optimizer.init(params), walkers=walkers, key=key)
     n_shells = PRETRAIN_SHELLS
     rng = np.random.default_rng(cfg.training.seed + 7)
+    if cfg.pretrain.target == "crystal":
+        if cfg.electrons.n_down:
+            raise RunError("pretrain.target = 'crystal' is implemented for spin-polarised systems only (electrons.n_down = 0)")
+        sites = classical_ground_state(run.physics.supercell, cfg.electrons.n_up, run.physics.phi_deg)
     losses, depths_log = [], []
     for i in range(n_steps):
         if stop is not None and stop():
@@ -199,7 +204,10 @@ def pretrain(
         g = run.n_groups
         edges = np.linspace(run.physics.v_min, run.physics.v_max, g + 1)
         depths = edges[:-1] + rng.uniform(size=g) * np.diff(edges)
-        orbitals = family_orbitals(run.physics.supercell, cfg.electrons.n_up, cfg.electrons.n_down, depths, run.physics.phi_deg, n_shells)
+        if cfg.pretrain.target == "crystal":
+            orbitals = family_crystal_orbitals(run.physics.supercell, sites, depths, run.physics.phi_deg, run.physics.v_max)
+        else:
+            orbitals = family_orbitals(run.physics.supercell, cfg.electrons.n_up, cfg.electrons.n_down, depths, run.physics.phi_deg, n_shells)
         state = eqx.tree_at(lambda s: s.walkers.conditions, state, jnp.asarray(depths[:, None]))
         state, loss, acceptance = step(state, orbitals)
         losses.append(np.asarray(loss))

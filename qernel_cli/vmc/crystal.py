@@ -1,0 +1,126 @@
+"""A classical-crystal starting point: a Slater determinant of Gaussians on the best site arrangement.
+
+In the strong-coupling limit the electrons of a moiré system sit on potential
+minima, one per site, arranged to minimise their Coulomb energy (a
+generalised Wigner crystal). Starting VMC from the non-interacting Bloch
+determinant puts the model in the liquid; the crystal then needs a
+reorganisation that gradient-based optimisation rarely finds. With
+``pretrain.target = "crystal"`` the model is instead pre-trained on
+
+    Φ_C = det[ g_j(r_i) ],  g_j(r) = Σ_G e^{−G²s²/2} e^{iG·(r − R_j)},
+
+periodic Gaussians of amplitude width s on the sites R_j of the classical
+ground state (found by pair-swap descent on the Ewald energy of point
+charges on the moiré minima, several restarts). s is the harmonic-oscillator
+width of the moiré minimum at each depth (s⁴ = 1/k, k the curvature of Δ),
+kept within [0.05, 0.3] a_M. Comparing the VMC energies of a run started from
+the liquid and one started from the crystal locates the transition where
+the two branches cross.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from jaxtyping import Float
+
+from qernel_cli.hamiltonian.bands import Orbitals
+from qernel_cli.hamiltonian.ewald import ewald_energy
+from qernel_cli.hamiltonian.potential import moire_potential
+from qernel_cli.lattice import MOIRE_VECTORS, Supercell
+from qernel_cli.observables.sites import potential_minimum
+
+WIDTH_BOUNDS = (0.05, 0.3)
+
+
+def moire_sites(supercell: Supercell, phi_deg: float) -> Float[np.ndarray, "M 2"]:
+    """The deepest potential minimum of every moiré cell of the supercell (a_M)."""
+    n1, n2 = np.meshgrid(np.arange(supercell.L1), np.arange(supercell.L2), indexing="ij")
+    return np.stack([n1.ravel(), n2.ravel()], axis=-1) @ MOIRE_VECTORS + potential_minimum(phi_deg)
+
+
+def pair_energies(supercell: Supercell, sites: np.ndarray) -> np.ndarray:
+    """W_st: Ewald energy of point charges at sites s and t (up to a constant), 1/a_M."""
+    m = len(sites)
+    row = np.array([float(ewald_energy(np.stack([sites[0], sites[t]]), supercell.cell)) if t else 0.0 for t in range(m)])
+    # Translation invariance: W_st depends on R_t − R_s only; index the difference on the site lattice.
+    frac = np.rint((sites - sites[0]) @ np.linalg.inv(MOIRE_VECTORS)).astype(int)
+    index = {(a % supercell.L1, b % supercell.L2): t for t, (a, b) in enumerate(frac)}
+    w = np.empty((m, m))
+    for s in range(m):
+        for t in range(m):
+            d = frac[t] - frac[s]
+            w[s, t] = row[index[(d[0] % supercell.L1, d[1] % supercell.L2)]]
+    np.fill_diagonal(w, 0.0)
+    return w
+
+
+def classical_ground_state(supercell: Supercell, n_electrons: int, phi_deg: float, restarts: int = 20, seed: int = 0) -> Float[np.ndarray, "N 2"]:
+    """Sites (a_M) of N point charges on the moiré minima with the lowest Coulomb energy found."""
+    sites = moire_sites(supercell, phi_deg)
+    m = len(sites)
+    if not 0 < n_electrons <= m:
+        raise ValueError(f"a classical crystal needs 0 < N ≤ {m} sites, got N = {n_electrons}")
+    w = pair_energies(supercell, sites)
+    rng = np.random.default_rng(seed)
+    best, best_energy = None, np.inf
+    for _ in range(restarts):
+        occupied = np.zeros(m, bool)
+        occupied[rng.choice(m, n_electrons, replace=False)] = True
+        while True:
+            field = w @ occupied  # energy felt at each site from the occupied ones
+            # Moving an electron from s (occupied) to t (empty) changes E by field[t] − field[s] − W_st.
+            gain = field[None, :] - field[:, None] - w
+            gain[~occupied, :] = np.inf
+            gain[:, occupied] = np.inf
+            s, t = np.unravel_index(np.argmin(gain), gain.shape)
+            if gain[s, t] >= -1e-12:
+                break
+            occupied[s], occupied[t] = False, True
+        energy = 0.5 * occupied @ w @ occupied
+        if energy < best_energy - 1e-12:
+            best, best_energy = occupied.copy(), energy
+    return sites[best]
+
+
+def oscillator_width(v: float, phi_deg: float) -> float:
+    """Amplitude width s (a_M) of the harmonic ground state in a moiré minimum of depth v = V/E_M."""
+    r0 = potential_minimum(phi_deg)
+    h = 1e-3
+    f = lambda x: float(moire_potential(np.asarray(x)[None], 1.0, 1.0, phi_deg)[0])  # noqa: E731
+    curvature = (f(r0 + [h, 0]) + f(r0 - [h, 0]) - 2 * f(r0)) / h**2  # per unit V; isotropic at a C3 minimum
+    k = max(v, 0.0) * curvature
+    s = k ** -0.25 if k > 0 else np.inf
+    return float(np.clip(s, *WIDTH_BOUNDS))
+
+
+def crystal_orbitals(supercell: Supercell, sites: np.ndarray, width: float) -> Orbitals:
+    """Periodic Gaussians of amplitude width ``width`` (a_M) on ``sites``, as plane-wave orbitals (k = 0)."""
+    g_max = 5.0 / width  # the spectrum e^{-G²s²/2} is below 4e-6 beyond
+    B = supercell.reciprocal
+    span = int(np.ceil(g_max / np.linalg.svd(B, compute_uv=False)[-1])) + 1
+    m = np.arange(-span, span + 1)
+    labels = np.stack(np.meshgrid(m, m, indexing="ij"), axis=-1).reshape(-1, 2)
+    G = labels @ B
+    G = G[np.linalg.norm(G, axis=-1) <= g_max]
+    coefficients = np.exp(-0.5 * np.sum(G**2, axis=-1) * width**2)[None, :] * np.exp(-1j * (np.asarray(sites) @ G.T))
+    coefficients /= np.linalg.norm(coefficients, axis=-1, keepdims=True)
+    n = len(sites)
+    return Orbitals(k=np.zeros((n, 2)), G=G, coefficients=coefficients, energies=np.zeros(n), area=supercell.area)
+
+
+def family_crystal_orbitals(supercell: Supercell, sites: np.ndarray, depths: np.ndarray, phi_deg: float, v_max: float) -> Orbitals:
+    """Crystal orbitals at each depth (width from the local curvature), stacked along a group axis.
+
+    The plane-wave set is that of the narrowest width of the family (at ``v_max``), so every depth has the same shapes.
+    """
+    import jax
+
+    widths = [oscillator_width(float(v), phi_deg) for v in depths]
+    narrowest = crystal_orbitals(supercell, sites, oscillator_width(v_max, phi_deg))
+    stacked = []
+    for s in widths:
+        c = np.exp(-0.5 * np.sum(narrowest.G**2, axis=-1) * s**2)[None, :] * np.exp(-1j * (np.asarray(sites) @ narrowest.G.T))
+        c /= np.linalg.norm(c, axis=-1, keepdims=True)
+        stacked.append(Orbitals(k=narrowest.k, G=narrowest.G, coefficients=c, energies=narrowest.energies, area=narrowest.area))
+    return jax.tree.map(lambda *leaves: np.stack(leaves), *stacked)
+
