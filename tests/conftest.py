@@ -7,3 +7,21 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+
+import gc  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compilation caches after each test module.
+
+    Every training run builds fresh jitted closures, so one long pytest process
+    accumulates hundreds of compiled XLA programs; releasing them per module
+    keeps the process's memory flat (a CI run without this crashed inside
+    XLA's compiler late in the session).
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()

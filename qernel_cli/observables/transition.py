@@ -2,10 +2,12 @@
 
 Two independent estimates, each with an uncertainty:
 
-* **order parameter**: a weighted fit of m²(V) = a + b·½[1 + tanh((V − V_c)/w)]
-  (a smooth step; the finite system rounds the transition). V_c and its
+* **order parameter**: a weighted fit of m²(V) = a + cV + b·½[1 + tanh((V − V_c)/w)]
+  (a smooth step on a linear background; the finite system rounds the
+  transition, w is kept ≥ a quarter of the grid spacing). V_c and its
   standard error come from the fit covariance, scaled by √(χ²/dof) when the
-  fit is worse than the error bars say. The step counts as found only if its
+  fit is worse than the error bars say, plus the spread of its grid interval
+  when the step is sharper than the grid. The step counts as found only if its
   height b exceeds 3 of its standard errors and V_c lies inside the grid.
 * **interaction energy**: the depth where the slope d(E_int/N)/dV changes most
   (largest |Δ slope| between neighbouring intervals of the grid). Its
@@ -43,8 +45,8 @@ class Transition:
         return {k: (v if isinstance(v, str) or math.isfinite(v) else None) for k, v in dataclasses.asdict(self).items()}
 
 
-def _step(v, a, b, vc, w):
-    return a + b * 0.5 * (1.0 + np.tanh((v - vc) / w))
+def _step(v, a, b, vc, w, slope=0.0):
+    return a + slope * v + b * 0.5 * (1.0 + np.tanh((v - vc) / w))
 
 
 def fit_order_step(depths: np.ndarray, order: np.ndarray, error: np.ndarray) -> tuple[float, float, float, float, float]:
@@ -54,22 +56,31 @@ def fit_order_step(depths: np.ndarray, order: np.ndarray, error: np.ndarray) -> 
     depths, order = np.asarray(depths, float), np.asarray(order, float)
     error = np.maximum(np.asarray(error, float), 1e-12)
     nan = (math.nan,) * 5
-    if len(depths) < 5:
+    if len(depths) < 6:
         return nan
     span = depths[-1] - depths[0]
-    slopes = np.diff(order) / np.diff(depths)
+    spacing = np.diff(depths)
+    slopes = np.diff(order) / spacing
     guess_vc = 0.5 * (depths[np.argmax(slopes)] + depths[np.argmax(slopes) + 1])
-    p0 = [order[0], order[-1] - order[0], guess_vc, span / 10]
-    bounds = ([-np.inf, -np.inf, depths[0] - span, span / 1000], [np.inf, np.inf, depths[-1] + span, 2 * span])
+    w_min = 0.25 * float(np.min(spacing))  # a step sharper than the grid cannot be resolved
+    p0 = [order[0], order[-1] - order[0], guess_vc, max(span / 10, 2 * w_min), 0.0]
+    bounds = ([-np.inf, -np.inf, depths[0] - span, w_min, -np.inf], [np.inf, np.inf, depths[-1] + span, 2 * span, np.inf])
     try:
         popt, pcov = curve_fit(_step, depths, order, p0=p0, sigma=error, absolute_sigma=True, bounds=bounds, maxfev=20000)
     except (RuntimeError, ValueError):
         return nan
     residual = (order - _step(depths, *popt)) / error
-    dof = max(1, len(depths) - 4)
+    dof = max(1, len(depths) - 5)
     scale = max(1.0, math.sqrt(float(residual @ residual) / dof))
     perr = np.sqrt(np.clip(np.diag(pcov), 0, np.inf)) * scale
-    return float(popt[2]), float(perr[2]), float(popt[3]), float(popt[1]), float(perr[1])
+    vc, vc_err, width = float(popt[2]), float(perr[2]), float(popt[3])
+    # Where the step is about as sharp as the grid, V_c is known only to within its grid
+    # interval: add that interval's uniform spread (width/√12) and never exceed it.
+    i = int(np.clip(np.searchsorted(depths, vc), 1, len(depths) - 1))
+    interval = float(depths[i] - depths[i - 1])
+    if width < interval or not math.isfinite(vc_err):
+        vc_err = math.hypot(min(vc_err, interval / 2) if math.isfinite(vc_err) else interval / 2, interval / math.sqrt(12))
+    return vc, vc_err, width, float(popt[1]), float(perr[1])
 
 
 def energy_kink(depths: np.ndarray, e_int: np.ndarray, error: np.ndarray, samples: int = 500, seed: int = 0) -> tuple[float, float]:
