@@ -123,3 +123,20 @@ def test_bad_depth_grids_are_refused():
     for spec in ("30:0:5", "0:30:1", "a:b:c", "0:30", "nan,1"):
         with pytest.raises(PhaseDiagramError):
             parse_depths(spec)
+
+
+def test_alignment_overlays_the_three_honeycomb_patterns():
+    from qernel_cli.lattice import MOIRE_VECTORS, Supercell
+    from qernel_cli.vmc.crystal import classical_ground_state
+    from qernel_cli.workflows.observe import aligned_positions
+
+    cell = Supercell(3, 3)
+    honeycomb = classical_ground_state(cell, 6, 45.0)
+    rng = np.random.default_rng(0)
+    patterns = np.stack([honeycomb + m * MOIRE_VECTORS[0] for m in range(3)])  # the three degenerate crystals
+    configs = patterns[rng.integers(0, 3, 300)] + 0.05 * rng.standard_normal((300, 6, 2))
+    aligned = np.asarray(cell.wrap(aligned_positions(configs, cell)))
+    # After alignment every configuration is the same pattern: one fixed set of 6 occupied sites.
+    frac = np.rint(aligned @ np.linalg.inv(MOIRE_VECTORS)).astype(int) % 3
+    occupied = {tuple(sorted(map(tuple, f))) for f in frac}
+    assert len(occupied) == 1

@@ -68,9 +68,17 @@ class DepthObservables:
 
 
 def aligned_positions(positions: np.ndarray, supercell: Supercell) -> np.ndarray:
-    """Translate each configuration by m·a_1 (m = 0, 1, 2) so that its crystal phase is nearest 0."""
+    """Translate each configuration by m·a_1 (m = 0, 1, 2) so that its crystal phase is nearest the reference.
+
+    The three patterns of a crystal on one √3×√3 sublattice have ρ_K phases 0, ±2π/3; its
+    complement (two sublattices filled, the ν = 2/3 honeycomb) has phases π, ±π/3. The
+    reference is the pattern phase of the one that fits the filling (π above half filling,
+    else 0), so perfect patterns sit at bin centres, never on the edges between two choices.
+    """
+    n = positions.shape[-2]
+    reference = np.pi if n > supercell.n_cells / 2 else 0.0
     phase = crystal_order_per_sample(positions, supercell).phase  # translating by a_1 shifts it by −2π/3
-    m = np.mod(np.round(phase / (2 * np.pi / 3)), 3)
+    m = np.mod(np.round((phase - reference) / (2 * np.pi / 3)), 3)
     return positions + m[..., None, None] * MOIRE_VECTORS[0]
 
 
