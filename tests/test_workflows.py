@@ -115,6 +115,11 @@ def test_phasediagram_cli_json_resumes_without_resampling(run_dir, tmp_path):
     records = zarr.open_group(str(out / "samples.zarr"), mode="r")["depth"].shape[0]
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and zarr.open_group(str(out / "samples.zarr"), mode="r")["depth"].shape[0] == records
+    # Asking for more records (or finishing an interrupted run) tops every depth up with a new session.
+    more = runner.invoke(app, [a if a != "4" else "6" for a in args])
+    assert more.exit_code == 0, more.stderr
+    depth = zarr.open_group(str(out / "samples.zarr"), mode="r")["depth"][:]
+    assert sorted(np.unique(depth, return_counts=True)[1]) == [6, 6, 6, 6]
 
 
 def test_bad_depth_grids_are_refused():

@@ -52,20 +52,11 @@ def parse_depths(spec: str) -> np.ndarray:
         ) from None
 
 
-def missing_depths(sample_store: Path, depths: np.ndarray, records: int) -> np.ndarray:
-    """Depths of the grid that the store does not yet hold with ``records`` records."""
-    if not Path(sample_store).exists():
-        return depths
-    group = samples.open_samples(sample_store) if _has_records(sample_store) else None
-    if group is None:
-        return depths
-    have = {v: len(rows) for v, rows in depth_rows(group).items()}
-    return np.array([v for v in depths if have.get(float(v), 0) < records])
-
-
-def _has_records(path: Path) -> bool:
-    group = store.open_existing(path)
-    return "record" in str(group.attrs.get("kind", "")) or store.dimension_length(group, "record") > 0
+def records_per_depth(sample_store: Path) -> dict[float, int]:
+    """How many records the sample store holds at each depth (empty if it does not exist yet)."""
+    if not Path(sample_store).exists() or store.dimension_length(store.open_existing(sample_store), "record") == 0:
+        return {}
+    return {v: len(rows) for v, rows in depth_rows(samples.open_samples(sample_store)).items()}
 
 
 def phase_diagram(
@@ -84,25 +75,26 @@ def phase_diagram(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sample_store = out_dir / SAMPLES
-    todo = missing_depths(sample_store, depths, records)
-    if len(todo) and sample_store.exists() and store.dimension_length(store.open_existing(sample_store), "record"):
-        # Re-sampling a depth that is there with too few records would mix sessions of unequal length: only new depths.
-        group = samples.open_samples(sample_store)
-        partial = [v for v in todo if float(v) in depth_rows(group)]
-        if partial:
-            raise PhaseDiagramError(
-                f"{sample_store} holds depths {', '.join(f'{v:g}' for v in partial)} with fewer than {records} records; "
-                "use the same --records as before or a new --out"
-            )
-    done = len(depths) - len(todo)
-    for b in range(0, len(todo), DEPTHS_PER_BATCH):
-        batch = [float(v) for v in todo[b : b + DEPTHS_PER_BATCH]]
+    have = records_per_depth(sample_store)
+    # Depths with fewer records than asked (new, or cut short by an interruption) get a new
+    # session for the missing ones; depths sampled with the same need share batches.
+    needs: dict[int, list[float]] = {}
+    for v in depths:
+        need = records - have.get(float(v), 0)
+        if need > 0:
+            needs.setdefault(need, []).append(float(v))
+    total = len(depths) * records
+    done = total - sum(need * len(vs) for need, vs in needs.items())
+    for need, todo in sorted(needs.items()):
+        for b in range(0, len(todo), DEPTHS_PER_BATCH):
+            batch = todo[b : b + DEPTHS_PER_BATCH]
 
-        def batch_progress(i, n, values, offset=done + b):
-            if progress:
-                progress(offset * records + i * len(batch), len(depths) * records, values)
+            def batch_progress(i, n, values, offset=done, size=len(batch)):
+                if progress:
+                    progress(offset + i * size, total, values)
 
-        sample_to_store(run_dir, batch, sample_store, walkers=walkers, records=records, seed=seed + b, warn=warn, progress=batch_progress)
+            sample_to_store(run_dir, batch, sample_store, walkers=walkers, records=need, seed=seed + done, warn=warn, progress=batch_progress)
+            done += need * len(batch)
     results, attrs = observe_store(sample_store, grid=grid, plots_dir=out_dir / "plots", out_store=out_dir / OBSERVABLES)
     results = [r for r in results if np.any(np.isclose(r.depth, depths))]
     v = np.array([r.depth for r in results])
