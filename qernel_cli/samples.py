@@ -83,6 +83,8 @@ def open_for_append(path: Path, walkers: int, n_electrons: int, attrs: dict[str,
         group = store.create(path, SAMPLE_VARIABLES, sizes, {"kind": KIND, **attrs})
     except OSError as error:
         raise SampleStoreError(f"cannot create store {path}: {error.strerror or error}") from None
+    except Exception as error:  # zarr's ContainsGroupError etc.: another writer created it meanwhile
+        raise SampleStoreError(f"cannot create store {path}: {type(error).__name__}: {error}".splitlines()[0]) from None
     with store.write_lock(path):
         yield group, 0
 
