@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 
@@ -18,7 +19,12 @@ def stratified_depths(key: PRNGKeyArray, n_groups: int, v_min: float, v_max: flo
     return v_min + (jnp.arange(n_groups) + u) * width
 
 
-def stratum_centres(n_groups: int, v_min: float, v_max: float) -> Float[Array, " g"]:
-    """The centre of every stratum (deterministic depths, e.g. for evaluation)."""
+def stratum_centres(n_groups: int, v_min: float, v_max: float) -> Float[np.ndarray, " g"]:
+    """The centre of every stratum (deterministic depths, e.g. for evaluation), float64.
+
+    A NumPy array, so that walker conditions built from it are strongly typed
+    like those the jitted step returns (a weakly typed first state would make
+    the step compile twice).
+    """
     width = (v_max - v_min) / n_groups
-    return v_min + (jnp.arange(n_groups) + 0.5) * width
+    return v_min + (np.arange(n_groups, dtype=np.float64) + 0.5) * width
