@@ -312,6 +312,8 @@ def observe(
 
 
 def _observables_summary(results, attrs) -> dict:
+    from qernel_cli.observables.sites import random_site_order
+
     rows = []
     for r in results:
         row = {"V_meV": r.depth, "records": r.records, "walkers": r.walkers, "acceptance": r.acceptance}
@@ -329,7 +331,7 @@ def _observables_summary(results, attrs) -> dict:
     return {
         "n_electrons": n,
         "order_parameter_liquid": 4.0 / n,
-        "site_order_random_sites": 4.0 * (m - n) / (n * (m - 1)) if m > 1 else None,
+        "site_order_random_sites": random_site_order(n, m),
         "depths": rows,
     }
 

@@ -37,18 +37,17 @@ def _draw_density(ax, density: np.ndarray, cell: np.ndarray, title: str, sites: 
     return mesh
 
 
-def moire_sites(supercell: Supercell) -> np.ndarray:
-    """Moiré lattice points n_1 a_1 + n_2 a_2 inside the supercell (potential minima for φ = 45°)."""
-    n1, n2 = np.meshgrid(np.arange(supercell.L1), np.arange(supercell.L2), indexing="ij")
-    return np.stack([n1.ravel(), n2.ravel()], axis=-1) @ MOIRE_VECTORS
+def density_figure(path: Path, supercell: Supercell, phi_deg: float, depth_meV: float, density: np.ndarray, folded: np.ndarray, aligned: np.ndarray | None = None) -> None:
+    """Density on the supercell (electrons/a_M²), folded into one moiré cell, and crystal-aligned if given.
 
+    Circles mark the moiré potential minima (for the phase φ).
+    """
+    from qernel_cli.observables.sites import moire_sites
 
-def density_figure(path: Path, supercell: Supercell, depth_meV: float, density: np.ndarray, folded: np.ndarray, aligned: np.ndarray | None = None) -> None:
-    """Density on the supercell (electrons/a_M²), folded into one moiré cell, and crystal-aligned if given."""
     plt = _pyplot()
     panels = 3 if aligned is not None else 2
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.8), constrained_layout=True)
-    sites = moire_sites(supercell)
+    sites = np.asarray(supercell.wrap(moire_sites(supercell, phi_deg)))
     m = _draw_density(axes[0], density, supercell.cell, f"n(r), V = {depth_meV:g} meV", sites)
     fig.colorbar(m, ax=axes[0], label="electrons / a_M²")
     m = _draw_density(axes[1], folded, MOIRE_VECTORS, "folded into one moiré cell")

@@ -43,6 +43,19 @@ def potential_minimum(phi_deg: float, grid: int = 240) -> Float[np.ndarray, "2"]
     return best
 
 
+def moire_sites(supercell: Supercell, phi_deg: float) -> Float[np.ndarray, "M 2"]:
+    """The deepest potential minimum of every moiré cell of the supercell (a_M)."""
+    n1, n2 = np.meshgrid(np.arange(supercell.L1), np.arange(supercell.L2), indexing="ij")
+    return np.stack([n1.ravel(), n2.ravel()], axis=-1) @ MOIRE_VECTORS + potential_minimum(phi_deg)
+
+
+def random_site_order(n_electrons: int, n_sites: int) -> float | None:
+    """m²_site of N electrons on N of M sites chosen uniformly at random: 4(M − N)/(N(M − 1)); None for M = 1."""
+    if n_sites < 2 or n_electrons < 1:
+        return None
+    return 4.0 * (n_sites - n_electrons) / (n_electrons * (n_sites - 1))
+
+
 def nearest_sites(positions: Float[np.ndarray, "... N 2"], origin: Float[np.ndarray, "2"]) -> Float[np.ndarray, "... N 2"]:
     """The nearest point of the triangular lattice origin + n_1 a_1 + n_2 a_2 to every position."""
     x = np.asarray(positions, dtype=np.float64) - origin
@@ -80,4 +93,4 @@ def site_order(positions: Float[np.ndarray, "... N 2"], supercell: Supercell, ph
         m2 = 4.0 / n**2 * np.mean(np.abs(rho) ** 2, axis=-1)  # (c, R)
         moments.add(np.mean(m2, axis=1))
     m = supercell.n_cells
-    return SiteOrder(value=float(moments.mean), error=float(moments.error), random_sites=4.0 * (m - n) / (n * (m - 1)), crystal=1.0)
+    return SiteOrder(value=float(moments.mean), error=float(moments.error), random_sites=random_site_order(n, m), crystal=1.0)

@@ -27,15 +27,9 @@ from qernel_cli.hamiltonian.bands import Orbitals
 from qernel_cli.hamiltonian.ewald import ewald_energy
 from qernel_cli.hamiltonian.potential import moire_potential
 from qernel_cli.lattice import MOIRE_VECTORS, Supercell
-from qernel_cli.observables.sites import potential_minimum
+from qernel_cli.observables.sites import moire_sites, potential_minimum
 
 WIDTH_BOUNDS = (0.05, 0.3)
-
-
-def moire_sites(supercell: Supercell, phi_deg: float) -> Float[np.ndarray, "M 2"]:
-    """The deepest potential minimum of every moiré cell of the supercell (a_M)."""
-    n1, n2 = np.meshgrid(np.arange(supercell.L1), np.arange(supercell.L2), indexing="ij")
-    return np.stack([n1.ravel(), n2.ravel()], axis=-1) @ MOIRE_VECTORS + potential_minimum(phi_deg)
 
 
 def pair_energies(supercell: Supercell, sites: np.ndarray) -> np.ndarray:

@@ -42,7 +42,7 @@ from qernel_cli.observables import (
     structure_factor,
     supercell_q_vectors,
 )
-from qernel_cli.observables.sites import site_order
+from qernel_cli.observables.sites import random_site_order, site_order
 
 ENERGY_PARTS = ("energy", "kinetic", "potential", "interaction")
 G_BINS = 60
@@ -137,7 +137,7 @@ def observe_store(sample_store: Path, grid: int = 96, q_max: float | None = None
     out_store = Path(out_store) if out_store else Path(sample_store) / "observables"
     write_observables(out_store, results, supercell, attrs)
     if plots_dir is not None:
-        plot_depths(Path(plots_dir), results, supercell)
+        plot_depths(Path(plots_dir), results, supercell, phi)
     return results, attrs
 
 
@@ -193,7 +193,7 @@ def write_observables(path: Path, results: list[DepthObservables], supercell: Su
         m = supercell.n_cells
         references = {
             "order_parameter_liquid": 4.0 / n_el if n_el else None,
-            "site_order_random_sites": 4.0 * (m - n_el) / (n_el * (m - 1)) if n_el and m > 1 else None,
+            "site_order_random_sites": random_site_order(n_el, m),
         }
         group = store.create(tmp, variables, sizes, {"kind": "observables", **attrs, **references})
         for name in static:
@@ -226,7 +226,7 @@ def write_observables(path: Path, results: list[DepthObservables], supercell: Su
     shutil.rmtree(old, ignore_errors=True)
 
 
-def plot_depths(plots_dir: Path, results: list[DepthObservables], supercell: Supercell) -> list[Path]:
+def plot_depths(plots_dir: Path, results: list[DepthObservables], supercell: Supercell, phi_deg: float) -> list[Path]:
     """density_V*.png and structure_V*.png for every depth."""
     from qernel_cli import plots
 
@@ -237,7 +237,7 @@ def plot_depths(plots_dir: Path, results: list[DepthObservables], supercell: Sup
     for r in results:
         tag = f"V{r.depth:07.3f}meV"
         path = plots_dir / f"density_{tag}.png"
-        plots.density_figure(path, supercell, r.depth, r.density, r.density_cell, r.density_aligned if has_order else None)
+        plots.density_figure(path, supercell, phi_deg, r.depth, r.density, r.density_cell, r.density_aligned if has_order else None)
         written.append(path)
         path = plots_dir / f"structure_{tag}.png"
         q_norm = np.linalg.norm(r.structure.q, axis=-1)

@@ -20,6 +20,7 @@ import zarr
 
 from qernel_cli import samples, store
 from qernel_cli.errors import QernelError
+from qernel_cli.observables.sites import random_site_order
 from qernel_cli.observables.transition import estimate_transition
 from qernel_cli.workflows.observe import depth_rows, observe_store
 from qernel_cli.workflows.sample import sample_to_store
@@ -140,6 +141,6 @@ def _figure(path: Path, results, order: np.ndarray, transition, attrs: dict) -> 
         for name, key in (("total", "energy"), ("kinetic", "kinetic"), ("moiré", "potential"), ("interaction", "interaction"))
     }
     n, m = attrs["n_electrons"], attrs["supercell"][0] * attrs["supercell"][1]
-    reference = 4.0 * (m - n) / (n * (m - 1)) if m > 1 else None
+    reference = random_site_order(n, m)
     band = (transition.depth, transition.error) if transition and math.isfinite(transition.depth) else None
     plots.phase_diagram_figure(path, v, series, (order[:, 0], order[:, 1]), band, reference)
