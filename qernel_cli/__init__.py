@@ -2,9 +2,27 @@
 
 Importing the package switches JAX to 64-bit mode: energies, Ewald sums and
 determinants are accumulated in float64 (models may still compute in float32).
+
+It also adds ``--xla_cpu_enable_concurrency_optimized_scheduler=false`` to
+``XLA_FLAGS`` (unless that flag is already set). jaxlib's CPU LAPACK kernels
+(batched LU and triangular solves, behind every determinant and its
+derivatives) split their batch over XLA's intra-op thread pool and wait for
+the pieces while running on a thread of that same pool; when XLA's default
+scheduler runs several of them at once, every pool thread ends up waiting and
+the program hangs forever (seen for the VMC step of a 4-layer model with 256
+walkers, and reproduced by ``tests/test_xla_workaround.py``). XLA's other
+scheduler orders those kernels so that this does not happen, at no measured
+cost in speed. The flag is read when the backend starts, so importing
+``qernel_cli`` before the first JAX computation is enough.
 """
 
-import jax
+import os
+
+_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
+if _SCHEDULER_FLAG not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" {_SCHEDULER_FLAG}=false").strip()
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 

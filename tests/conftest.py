@@ -4,6 +4,7 @@ import os
 # 2-core machine OpenBLAS threads contend badly with XLA's.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import qernel_cli  # noqa: E402,F401  (XLA flags must be set before the first computation)
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
