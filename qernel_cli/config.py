@@ -142,6 +142,9 @@ class TrainingConfig:
 
     ``evaluate_start``: measure the energies after pre-training (before VMC) at
     the evaluation depths, so the summary shows what VMC gained.
+    ``walker_chunk``: evaluate local energies and log-derivatives this many
+    walkers (per device) at a time, which bounds memory for any walker count
+    (0: all walkers at once).
     """
 
     steps: int = 500
@@ -149,6 +152,7 @@ class TrainingConfig:
     seed: int = 0
     checkpoint_minutes: float = 5.0
     evaluate_start: bool = True
+    walker_chunk: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -334,6 +338,8 @@ def validate(config: Config) -> None:
             raise ConfigError(f"training.{name}: must be a positive integer, got {getattr(tr, name)!r}")
     if tr.seed < 0:
         raise ConfigError(f"training.seed: must be non-negative, got {tr.seed!r}")
+    if tr.walker_chunk < 0:
+        raise ConfigError(f"training.walker_chunk: must be non-negative (0: no chunking), got {tr.walker_chunk!r}")
     if not tr.checkpoint_minutes > 0:
         raise ConfigError(f"training.checkpoint_minutes: must be positive, got {tr.checkpoint_minutes!r}")
 

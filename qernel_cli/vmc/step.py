@@ -12,18 +12,20 @@ are rolled back, and the ``accepted`` flag in the statistics is false.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
+from jax.sharding import Mesh, PartitionSpec
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from qernel_cli.hamiltonian.ewald import EwaldSum
 from qernel_cli.hamiltonian.local_energy import LocalEnergy, local_energy
 from qernel_cli.lattice import Supercell
+from qernel_cli.parallel import AXIS, walker_spec
 from qernel_cli.vmc import spring
 from qernel_cli.vmc.family import stratified_depths
 from qernel_cli.vmc.mcmc import Walkers, adapt_width, metropolis_sweeps, with_conditions
@@ -54,6 +56,8 @@ class Hyper:
     mcmc_steps: int
     target_acceptance: float
     lattice_hops: bool = False
+    walker_chunk: int = 0  # walkers per chunk for local energies and log-derivatives (0: all at once)
+    matmul_dtype: str = "float64"  # precision of SPRING's O(n² P) products ("float32" for float32 models)
 
 
 class TrainState(eqx.Module):
@@ -87,7 +91,26 @@ def log_abs_fn(model: Callable) -> Callable:
     return lambda x, c: jnp.real(model(x, c))
 
 
-def local_energies(model: Callable, walkers: Walkers, physics: Physics, ewald: EwaldSum | None) -> LocalEnergy:
+def _map_walkers(fn: Callable, positions: Array, conditions: Array, chunk: int) -> Any:
+    """``fn(x, c)`` for every walker of (groups, walkers, …) positions, ``chunk`` walkers at a time (0: all at once).
+
+    Chunking bounds the memory of the per-walker intermediates (forward
+    Laplacian, per-sample gradients) for any walker count; results are the
+    same as one vmap over all walkers.
+    """
+    g, w = positions.shape[:2]
+    flat_x = positions.reshape(g * w, *positions.shape[2:])
+    flat_c = jnp.repeat(conditions, w, axis=0)
+    if chunk <= 0 or chunk >= g * w:
+        out = jax.vmap(fn)(flat_x, flat_c)
+    else:
+        out = jax.lax.map(lambda xc: fn(*xc), (flat_x, flat_c), batch_size=chunk)
+    return jax.tree.map(lambda y: y.reshape(g, w, *y.shape[1:]), out)
+
+
+def local_energies(
+    model: Callable, walkers: Walkers, physics: Physics, ewald: EwaldSum | None, chunk: int = 0
+) -> LocalEnergy:
     """Local energy components of every walker, shape (groups, walkers_per_group), units E_M."""
 
     def one(x, c):
@@ -100,21 +123,26 @@ def local_energies(model: Callable, walkers: Walkers, physics: Physics, ewald: E
             interaction=ewald,
         )
 
-    return jax.vmap(jax.vmap(one, in_axes=(0, None)), in_axes=(0, 0))(walkers.positions, walkers.conditions)
+    return _map_walkers(one, walkers.positions, walkers.conditions, chunk)
 
 
-def log_derivatives(params: PyTree, static: PyTree, walkers: Walkers) -> Array:
-    """O_i = ∂ log ψ(x_i) / ∂θ for every walker, complex, shape (groups, walkers, n_params)."""
+def log_derivatives(params: PyTree, static: PyTree, walkers: Walkers, chunk: int = 0, dtype=None) -> Array:
+    """O_i = ∂ log ψ(x_i) / ∂θ for every walker, complex, shape (groups, walkers, n_params).
+
+    ``dtype``: the complex dtype of the result (default: that of the flat parameters).
+    """
     flat, unravel = ravel_pytree(params)
 
     def parts(p, x, c):
         value = eqx.combine(unravel(p), static)(x, c)
         return jnp.stack([jnp.real(value), jnp.imag(value)])
 
-    jac = jax.vmap(jax.vmap(jax.jacrev(parts), in_axes=(None, 0, None)), in_axes=(None, 0, 0))(
-        flat, walkers.positions, walkers.conditions
-    )
-    return jac[..., 0, :] + 1j * jac[..., 1, :]
+    def one(x, c):
+        jac = jax.jacrev(parts)(flat, x, c)
+        out = jac[0] + 1j * jac[1]
+        return out if dtype is None else out.astype(dtype)
+
+    return _map_walkers(one, walkers.positions, walkers.conditions, chunk)
 
 
 def _all_finite(*trees) -> Array:
@@ -129,33 +157,49 @@ def vmc_step(
     hyper: Hyper,
     ewald: EwaldSum | None,
     fault: Array | None = None,
+    axis: str | None = None,
 ) -> tuple[TrainState, dict[str, Array]]:
     """One optimisation step (pure; jit with static ``static``, ``physics``, ``hyper``).
+
+    ``axis``: the mesh axis over which the walkers (axis 1 of the walker
+    arrays) are split when this runs under ``shard_map`` (None: all walkers
+    are here). Each device then moves and evaluates its own walkers with its
+    own random numbers; energies are gathered (they are small), and the
+    natural-gradient sums are collectives (see ``vmc.spring``). Everything
+    returned except the walkers is the same on every device.
 
     ``fault`` (testing only): a scalar that is added to the local energies, so
     a NaN there simulates a numerical failure.
     """
     key, k_depth, k_mcmc = jax.random.split(state.key, 3)
+    if axis is not None:
+        k_mcmc = jax.random.fold_in(k_mcmc, jax.lax.axis_index(axis))
     model = eqx.combine(state.params, static)
     n_groups = state.walkers.conditions.shape[0]
     depths = stratified_depths(k_depth, n_groups, physics.v_min, physics.v_max)
     walkers = with_conditions(log_abs_fn(model), state.walkers, depths[:, None])
     walkers, acceptance = metropolis_sweeps(log_abs_fn(model), walkers, k_mcmc, physics.supercell, hyper.mcmc_steps, hyper.lattice_hops)
+    if axis is not None:
+        acceptance = jax.lax.pmean(acceptance, axis)
     walkers = adapt_width(walkers, acceptance, hyper.target_acceptance)
 
-    energies = local_energies(model, walkers, physics, ewald)
+    local = local_energies(model, walkers, physics, ewald, hyper.walker_chunk)
+    gather = (lambda x: x) if axis is None else (lambda x: jax.lax.all_gather(x, axis, axis=1, tiled=True))
+    energies = jax.tree.map(gather, local)
     e_total = energies.total if fault is None else energies.total + fault
     e_loc = e_total + 1j * energies.kinetic_imag
-    residual = spring.energy_residuals(e_loc, hyper.clip_mad)
-    jac = log_derivatives(state.params, static, walkers)
+    residual = spring.local_rows(spring.energy_residuals(e_loc, hyper.clip_mad), axis)
+    jac_dtype = jnp.complex64 if hyper.matmul_dtype == "float32" else jnp.complex128
+    jac = log_derivatives(state.params, static, walkers, hyper.walker_chunk, jac_dtype)
     flat, unravel = ravel_pytree(state.params)
     lr = learning_rate(hyper, state.step)
     if hyper.optimizer == "spring":
-        direction = spring.spring_direction(jac, residual, state.opt_state, hyper.damping, hyper.momentum)
-        update = spring.constrain_step(jac, direction, lr, hyper.max_norm)
+        matmul = jnp.float32 if hyper.matmul_dtype == "float32" else jnp.float64
+        direction = spring.spring_direction(jac, residual, state.opt_state, hyper.damping, hyper.momentum, axis, matmul)
+        update = spring.constrain_step(jac, direction, lr, hyper.max_norm, axis)
         opt_state = direction
     else:
-        grad = spring.energy_gradient(jac, residual)
+        grad = spring.energy_gradient(jac, residual, axis)
         update, opt_state = adam(hyper).update(grad, state.opt_state, flat)
     new_flat = flat + update
     ok = _all_finite(e_total, update, new_flat)
@@ -181,11 +225,52 @@ def vmc_step(
     return new_state, stats
 
 
-def make_step(static: PyTree, physics: Physics, hyper: Hyper, ewald: EwaldSum | None) -> Callable:
-    """The jitted step ``(state, fault) -> (state, stats)``; compiled once per run."""
+def state_specs() -> TrainState:
+    """Partition specs of a ``TrainState``: walkers split over the ``walkers`` mesh axis, the rest replicated."""
+    replicated = PartitionSpec()
+    return TrainState(
+        params=replicated,
+        opt_state=replicated,
+        walkers=Walkers(
+            positions=walker_spec(4),
+            conditions=replicated,
+            log_abs=walker_spec(2),
+            width=replicated,
+        ),
+        key=replicated,
+        step=replicated,
+    )
+
+
+def make_step(
+    static: PyTree, physics: Physics, hyper: Hyper, ewald: EwaldSum | None, mesh: Mesh | None = None
+) -> Callable:
+    """The jitted step ``(state, fault) -> (state, stats)``; compiled once per run.
+
+    With a ``mesh`` (1-D, axis ``"walkers"``), the step runs under
+    ``shard_map`` on all its devices; ``state`` should then be placed with
+    :func:`state_specs` (``parallel.place``). Without one, on the default device.
+    """
+    if mesh is None:
+
+        @eqx.filter_jit
+        def step(state: TrainState, fault: Array) -> tuple[TrainState, dict[str, Array]]:
+            return vmc_step(state, static, physics, hyper, ewald, fault)
+
+        return step
+
+    sharded = jax.shard_map(
+        lambda state, fault: vmc_step(state, static, physics, hyper, ewald, fault, axis=AXIS),
+        mesh=mesh,
+        in_specs=(state_specs(), PartitionSpec()),
+        out_specs=(state_specs(), PartitionSpec()),
+        # Replicated outputs are computed from psums / all-gathers or from
+        # replicated inputs only (see vmc_step); no per-value tracking needed.
+        check_vma=False,
+    )
 
     @eqx.filter_jit
     def step(state: TrainState, fault: Array) -> tuple[TrainState, dict[str, Array]]:
-        return vmc_step(state, static, physics, hyper, ewald, fault)
+        return sharded(state, fault)
 
     return step

@@ -27,8 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
-from qernel_cli import checkpoint, store
+from qernel_cli import checkpoint, parallel, store
 from qernel_cli.config import Config, from_dict, read_toml
 from qernel_cli.errors import QernelError
 from qernel_cli.hamiltonian.ewald import EwaldSum
@@ -38,7 +39,7 @@ from qernel_cli.vmc.crystal import classical_ground_state, family_crystal_orbita
 from qernel_cli.vmc.family import stratum_centres
 from qernel_cli.vmc.mcmc import Walkers, adapt_width, initial_walkers, metropolis_sweeps, with_conditions
 from qernel_cli.vmc.pretrain import PretrainState, family_orbitals, make_pretrain_step
-from qernel_cli.vmc.step import Hyper, Physics, TrainState, init_opt_state, local_energies, log_abs_fn, make_step
+from qernel_cli.vmc.step import Hyper, Physics, TrainState, init_opt_state, local_energies, log_abs_fn, make_step, state_specs
 
 CONFIG_FILE = "config.toml"
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -129,6 +130,8 @@ def build(config: Config) -> Run:
         mcmc_steps=config.sampler.steps_per_iteration,
         target_acceptance=config.sampler.target_acceptance,
         lattice_hops=config.sampler.lattice_hops,
+        walker_chunk=config.training.walker_chunk,
+        matmul_dtype=config.model.dtype,
     )
     ewald = EwaldSum(physics.supercell.cell, n_electrons=config.n_electrons) if coulomb else None
     return Run(config=config, static=static, params=params, physics=physics, hyper=hyper, ewald=ewald)
@@ -208,8 +211,9 @@ def pretrain(
             orbitals = family_crystal_orbitals(run.physics.supercell, sites, depths, run.physics.phi_deg, run.physics.v_max)
         else:
             orbitals = family_orbitals(run.physics.supercell, cfg.electrons.n_up, cfg.electrons.n_down, depths, run.physics.phi_deg, n_shells)
-        state = eqx.tree_at(lambda s: s.walkers.conditions, state, jnp.asarray(depths[:, None]))
-        state, loss, acceptance = step(state, orbitals)
+        state = eqx.tree_at(lambda s: s.walkers.conditions, state, np.asarray(depths[:, None]))
+        state, loss, acceptance = step(state, jax.tree.map(np.asarray, orbitals))
+        loss, acceptance = parallel.to_host((loss, acceptance))
         losses.append(np.asarray(loss))
         depths_log.append(depths)
         if on_step is not None:
@@ -225,14 +229,14 @@ def evaluate(
     g = walkers.conditions.shape[0]
     if len(depths_moire) != g:
         raise ValueError("one depth per walker group")
-    walkers = with_conditions(log_abs_fn(model), walkers, jnp.asarray(depths_moire)[:, None])
+    walkers = with_conditions(log_abs_fn(model), walkers, np.asarray(depths_moire, dtype=np.float64)[:, None])
 
     @eqx.filter_jit
     def block(params, walkers, key):
         model = eqx.combine(params, run.static)
         walkers, acc = metropolis_sweeps(log_abs_fn(model), walkers, key, run.physics.supercell, run.hyper.mcmc_steps, run.hyper.lattice_hops)
-        e = local_energies(model, walkers, run.physics, run.ewald)
-        return walkers, acc, e
+        e = local_energies(model, walkers, run.physics, run.ewald, run.hyper.walker_chunk)
+        return walkers, acc, jax.tree.map(lambda x: jnp.mean(x, axis=1), e)  # per-group means (replicated)
 
     n = run.config.n_electrons
     for i in range(5):  # re-equilibrate at the fixed depths, adapting the width
@@ -241,8 +245,9 @@ def evaluate(
     rows = {"total": [], "kinetic": [], "potential": [], "interaction": []}
     for i in range(n_blocks):
         walkers, acc, e = block(params, walkers, jax.random.fold_in(key, 1000 + i))
+        e = parallel.to_host(e)
         for name in rows:
-            rows[name].append(np.mean(np.asarray(getattr(e, name)), axis=1) / n)
+            rows[name].append(np.asarray(getattr(e, name)) / n)
     result = {}
     for name, values in rows.items():
         values = np.array(values)  # (blocks, groups)
@@ -369,15 +374,28 @@ def train(
     steps: int | None = None,
     reporter: Any | None = None,
     fault_at: dict[int, float] | None = None,
+    mesh: Mesh | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) training; returns the JSON-able summary.
 
     ``reporter`` receives progress callbacks (see :class:`qernel_cli.progress.TrainReporter`);
-    ``fault_at`` maps step → value added to the local energies (tests of rollback).
+    ``fault_at`` maps step → value added to the local energies (tests of rollback);
+    ``mesh``: the devices to split the walkers over (default: all devices of
+    all processes, see ``qernel_cli.parallel``). In a multi-process run every
+    process calls this; only process 0 writes the run directory.
     """
     out_dir = Path(out_dir)
-    config = prepare_run_dir(out_dir, config, resume=resume, force=force, steps=steps)
+    main = parallel.is_main_process()
+    if main:
+        config = prepare_run_dir(out_dir, config, resume=resume, force=force, steps=steps)
+    parallel.barrier("qernel-run-dir")
+    if not main:
+        config = _stored_config(out_dir, steps) if resume else config
+    reporter = reporter if main else None
     run = build(config)
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    parallel.check_divisible(run.walkers_per_group, mesh)
+    specs = state_specs()
     cfg = config
     ckpt_path = out_dir / CHECKPOINT_FILE
     store_path = out_dir / TRAIN_STORE
@@ -386,44 +404,52 @@ def train(
     key = jax.random.PRNGKey(cfg.training.seed)
     template = initial_state(run, key)
     rejected_total = 0
+    group = None
 
     def save(state: TrainState) -> None:
-        checkpoint.save(
-            ckpt_path,
-            state,
-            {
-                "step": int(state.step),
-                "wall_time": wall_offset + time.perf_counter() - t_start,
-                "rejected": rejected_total,
-                "qernel_config": cfg.to_dict(),
-            },
-        )
+        host = parallel.to_host(state)  # a collective: every process takes part
+        if main:
+            checkpoint.save(
+                ckpt_path,
+                host,
+                {
+                    "step": int(host.step),
+                    "wall_time": wall_offset + time.perf_counter() - t_start,
+                    "rejected": rejected_total,
+                    "devices": int(mesh.devices.size),
+                    "processes": jax.process_count(),
+                    "qernel_config": cfg.to_dict(),
+                },
+            )
 
     resume_hint = f"continue with `qernel train --resume --out {out_dir}`"
     with deferred_interrupt() as interrupt:
         if resume and ckpt_path.exists():
             state, header = checkpoint.restore(ckpt_path, template)
+            state = parallel.place(state, specs, mesh)  # any device count: walkers are re-split
             wall_offset = float(header.get("wall_time", 0.0))
             rejected_total = int(header.get("rejected", 0))
-            group = store.open_existing(store_path, mode="a")
-            done = int(state.step)
-            stored = store.dimension_length(group, "step")
-            if stored < done:
-                raise RunError(f"{store_path} has fewer steps than the checkpoint ({stored} < {done}); the store is damaged")
-            store.truncate(group, done, "step")
+            if main:
+                group = store.open_existing(store_path, mode="a")
+                done = int(header["step"])
+                stored = store.dimension_length(group, "step")
+                if stored < done:
+                    raise RunError(f"{store_path} has fewer steps than the checkpoint ({stored} < {done}); the store is damaged")
+                store.truncate(group, done, "step")
         else:
-            if resume and store_path.exists():
-                # Interrupted before the first checkpoint: start over in the same directory.
-                shutil.rmtree(store_path)
-            group = _new_store(store_path, run, pretrain_steps=cfg.pretrain.steps)
-            state = template
+            if main:
+                if resume and store_path.exists():
+                    # Interrupted before the first checkpoint: start over in the same directory.
+                    shutil.rmtree(store_path)
+                group = _new_store(store_path, run, pretrain_steps=cfg.pretrain.steps)
+            state = parallel.place(template, specs, mesh)
             if cfg.pretrain.steps:
                 if reporter:
                     reporter.start_pretrain(cfg.pretrain.steps)
                 try:
                     params, walkers, losses, depths = pretrain(
                         run, state.params, jax.random.fold_in(key, 4), state.walkers,
-                        reporter.pretrain_step if reporter else None, stop=interrupt.requested,
+                        reporter.pretrain_step if reporter else None, stop=lambda: parallel.agree(interrupt.requested()),
                     )
                 except KeyboardInterrupt:
                     if reporter:
@@ -431,35 +457,40 @@ def train(
                     raise Interrupted(f"interrupted during pre-training, before the first checkpoint; {resume_hint} (starts over)") from None
                 if reporter:
                     reporter.end_pretrain()
-                for loss, depth in zip(losses, depths):
-                    store.append(group, {"pretrain_infidelity": loss, "pretrain_depth": depth * run.energy_unit_meV})
+                if main:
+                    for loss, depth in zip(losses, depths):
+                        store.append(group, {"pretrain_infidelity": loss, "pretrain_depth": depth * run.energy_unit_meV})
                 state = eqx.tree_at(lambda s: (s.params, s.walkers), state, (params, walkers))
-            state = eqx.tree_at(lambda s: s.walkers, state, _burn_in(run, state, template.walkers.conditions, key))
+            state = eqx.tree_at(lambda s: s.walkers, state, _burn_in(run, state, state.walkers.conditions, key))
             if cfg.training.evaluate_start:
                 # The starting point of VMC, at the same depths as the final evaluation.
                 start = evaluate(run, state.params, state.walkers, jax.random.fold_in(key, 5), _evaluation_depths(run))
-                group.attrs["start_energy_meV"] = (start["total"] * run.energy_unit_meV).tolist()
-                group.attrs["start_energy_error_meV"] = (start["total_error"] * run.energy_unit_meV).tolist()
+                if main:
+                    group.attrs["start_energy_meV"] = (start["total"] * run.energy_unit_meV).tolist()
+                    group.attrs["start_energy_error_meV"] = (start["total_error"] * run.energy_unit_meV).tolist()
+            state = parallel.place(state, specs, mesh)
             save(state)  # step 0: pre-training is never lost
 
-        step_fn = make_step(run.static, run.physics, run.hyper, run.ewald)
+        step_fn = make_step(run.static, run.physics, run.hyper, run.ewald, mesh)
         n_total = cfg.training.steps
         unit = run.energy_unit_meV
         n_el = cfg.n_electrons
         last_ckpt = time.perf_counter()
         consecutive_failures = 0
+        step_now = int(parallel.to_host(state.step))
         if reporter:
-            reporter.start_training(int(state.step), n_total)
-        while int(state.step) < n_total:
-            if interrupt.requested():
+            reporter.start_training(step_now, n_total)
+        while step_now < n_total:
+            if parallel.agree(interrupt.requested()):
                 save(state)
                 if reporter:
                     reporter.stop()
-                raise Interrupted(f"interrupted ({interrupt.signal_name}) at step {int(state.step)}; checkpoint saved, {resume_hint}")
-            s = int(state.step)
-            fault = jnp.asarray((fault_at or {}).get(s, 0.0))
+                raise Interrupted(f"interrupted ({interrupt.signal_name or 'another process'}) at step {step_now}; checkpoint saved, {resume_hint}")
+            s = step_now
+            fault = np.asarray((fault_at or {}).get(s, 0.0), dtype=np.float64)
             state, stats = step_fn(state, fault)
-            stats = jax.device_get(stats)
+            stats = parallel.to_host(stats)
+            step_now += 1
             ok = bool(stats["accepted"])
             if not ok:
                 rejected_total += 1
@@ -467,7 +498,8 @@ def train(
             else:
                 consecutive_failures = 0
             row = _store_row(s, stats, unit, n_el, ok, wall_offset + time.perf_counter() - t_start)
-            store.append(group, row)
+            if main:
+                store.append(group, row)
             if reporter:
                 reporter.training_step(row, rejected_total)
             if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
@@ -478,7 +510,7 @@ def train(
                     f"training stopped: {consecutive_failures} consecutive non-finite steps at step {s} "
                     f"(state rolled back; last good checkpoint in {ckpt_path}); try a smaller learning rate or more damping"
                 )
-            if time.perf_counter() - last_ckpt > 60.0 * cfg.training.checkpoint_minutes:
+            if parallel.agree(time.perf_counter() - last_ckpt > 60.0 * cfg.training.checkpoint_minutes):
                 save(state)
                 last_ckpt = time.perf_counter()
         save(state)
@@ -487,14 +519,17 @@ def train(
 
     depths = _evaluation_depths(run)
     final = evaluate(run, state.params, state.walkers, jax.random.fold_in(state.key, 7), depths)
+    start_energies = {} if group is None else {i: _start_energy(group, i) for i in range(len(depths))}
     summary = {
         "run_dir": str(out_dir),
         "preset": cfg.description,
         "n_electrons": n_el,
-        "steps": int(state.step),
+        "steps": step_now,
         "rejected_steps": rejected_total,
         "wall_time_s": wall_offset + time.perf_counter() - t_start,
         "energy_unit_meV": unit,
+        "devices": int(mesh.devices.size),
+        "processes": jax.process_count(),
         "depths": [
             {
                 "V_meV": float(v * unit),
@@ -503,10 +538,19 @@ def train(
                 "kinetic_meV": float(final["kinetic"][i] * unit),
                 "potential_meV": float(final["potential"][i] * unit),
                 "interaction_meV": float(final["interaction"][i] * unit),
-                **_start_energy(group, i),
+                **start_energies.get(i, {}),
             }
             for i, v in enumerate(depths)
         ],
     }
-    _atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2))
+    if main:
+        _atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
+
+
+def _stored_config(out_dir: Path, steps: int | None) -> Config:
+    """The run's stored config (with ``steps`` if given), read without writing anything."""
+    stored = from_dict(read_toml(Path(out_dir) / CONFIG_FILE))
+    if steps is not None:
+        stored = dataclasses.replace(stored, training=dataclasses.replace(stored.training, steps=steps))
+    return stored
