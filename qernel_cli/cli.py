@@ -185,18 +185,39 @@ def train(
     force: Annotated[bool, typer.Option(help="Delete and overwrite an existing run directory.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout at the end.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    devices: Annotated[Optional[int], typer.Option(help="Split the walkers over this many devices (default: all; on a CPU-only host, creates that many CPU devices).", min=1)] = None,
+    coordinator: Annotated[Optional[str], typer.Option(help="Multi-process run: HOST:PORT of process 0 (or JAX_COORDINATOR_ADDRESS).", rich_help_panel="Multi-process")] = None,
+    num_processes: Annotated[Optional[int], typer.Option(help="Multi-process run: number of processes (or JAX_NUM_PROCESSES).", min=1, rich_help_panel="Multi-process")] = None,
+    process_id: Annotated[Optional[int], typer.Option(help="Multi-process run: this process's index, 0 … num-processes−1 (or JAX_PROCESS_ID).", min=0, rich_help_panel="Multi-process")] = None,
+    distributed: Annotated[bool, typer.Option(help="Join a multi-process run whose parameters the cluster provides (SLURM, Open MPI): jax.distributed auto-detection.", rich_help_panel="Multi-process")] = False,
 ):
     """Train the family wavefunction by VMC over the preset's range of moiré depths.
 
     Pre-trains on non-interacting Bloch determinants, then optimises the energy
     averaged over depths drawn every step (SPRING natural gradient by default).
     Ctrl-C saves a checkpoint; --resume continues exactly where it stopped.
+    Walkers are split over all devices (data parallel); several processes
+    (hosts) join with --coordinator/--num-processes/--process-id or
+    --distributed, and only process 0 writes the run directory.
     """
     import json
 
+    from qernel_cli import parallel
     from qernel_cli.config import resolve
     from qernel_cli.progress import TrainReporter
     from qernel_cli.vmc.train import train as run_training
+
+    from jax import process_count as jax_process_count
+
+    links = parallel.Distributed.from_env(coordinator, num_processes, process_id)
+    if devices is not None:
+        if links.requested or distributed:
+            raise fail("--devices applies to one process; a multi-process run uses all devices of every process")
+        parallel.request_cpu_devices(devices)
+    parallel.initialize(links, auto=distributed)
+    mesh = parallel.make_mesh(devices)
+    if not parallel.is_main_process():
+        quiet = True
 
     if resume and force:
         raise fail("--resume and --force exclude each other")
@@ -212,10 +233,14 @@ def train(
         raise fail("--resume uses the run's stored config; only --steps may change")
     reporter = TrainReporter(err, enabled=not quiet)
     try:
-        summary = run_training(config, out_dir, resume=resume, force=force, steps=steps, reporter=reporter)
+        summary = run_training(config, out_dir, resume=resume, force=force, steps=steps, reporter=reporter, mesh=mesh)
     except KeyboardInterrupt:
         reporter.stop()
         raise fail(f"interrupted; the last checkpoint in {out_dir} is intact (continue with `qernel train --resume --out {out_dir}`)", 130) from None
+    if jax_process_count() > 1:  # every process: they must agree
+        err.print(f"parameter fingerprint (process {parallel.process_index()}): {summary['parameter_fingerprint']}", highlight=False)
+    if not parallel.is_main_process():
+        return
     if json_:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:

@@ -14,6 +14,7 @@ checkpoint's step, so the continued run reproduces an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -530,6 +531,7 @@ def train(
         "energy_unit_meV": unit,
         "devices": int(mesh.devices.size),
         "processes": jax.process_count(),
+        "parameter_fingerprint": parameter_fingerprint(state.params),
         "depths": [
             {
                 "V_meV": float(v * unit),
@@ -546,6 +548,15 @@ def train(
     if main:
         _atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
+
+
+def parameter_fingerprint(params: Any) -> str:
+    """SHA-256 (16 hex digits) of this process's own copy of the parameters: equal on all processes of a healthy run."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(params):
+        local = leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf
+        digest.update(np.ascontiguousarray(np.asarray(local)).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _stored_config(out_dir: Path, steps: int | None) -> Config:
