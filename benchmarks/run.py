@@ -389,9 +389,6 @@ def worker(spec: dict) -> None:
         tmp.write_text(json.dumps(result, indent=1))
         os.replace(tmp, out_path)
 
-    if spec.get("max_memory_GiB"):
-        limit = int(spec["max_memory_GiB"] * 2**30)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     sys.path.insert(0, str(ROOT))
     import jax
 
@@ -466,7 +463,18 @@ def _parameter_count(run) -> int:
 # Parent: one subprocess per preset, then the fits and the report.
 
 
-def run_preset(spec: dict, timeout: float) -> dict:
+def _resident_GiB(pid: int) -> float | None:
+    """Resident memory of a process (Linux /proc; None elsewhere or once it has ended)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 2**20
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def run_preset(spec: dict, timeout: float, max_memory: float | None = None) -> dict:
     """Run the worker for one preset; its stderr is forwarded live (the last lines are kept for errors)."""
     with tempfile.TemporaryDirectory(prefix="qernel-bench-") as tmp:
         spec = {**spec, "result_file": str(Path(tmp) / "result.json"), "t0": time.time()}
@@ -483,13 +491,27 @@ def run_preset(spec: dict, timeout: float) -> dict:
         reader = threading.Thread(target=forward_stderr, daemon=True)
         reader.start()
         error = None
+        rss_seen = 0.0
+        deadline = time.monotonic() + timeout
         try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            rc = None
-            error = "timeout"
+            while True:
+                try:
+                    rc = proc.wait(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                rss = _resident_GiB(proc.pid)
+                rss_seen = max(rss_seen, rss or 0.0)
+                if max_memory and rss is not None and rss > max_memory:
+                    error = f"memory: resident {rss:.2f} GiB > --max-memory {max_memory:g} GiB"
+                elif time.monotonic() > deadline:
+                    error = "timeout"
+                else:
+                    continue
+                proc.kill()
+                proc.wait()
+                rc = None
+                break
         except KeyboardInterrupt:
             proc.kill()
             proc.wait()
@@ -507,6 +529,8 @@ def run_preset(spec: dict, timeout: float) -> dict:
         partial["error"] = error
         if error == "timeout":
             partial["timeout_s"] = timeout
+        if error.startswith("memory"):
+            partial["resident_GiB_when_killed"] = rss_seen
         if "phase" in partial:  # the phase that was running when the process ended
             partial["failed_in"] = partial.pop("phase")
     partial.setdefault("walkers", spec["walkers"])
@@ -705,8 +729,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, help="timed repeats of every wavefunction measurement (default by N)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per preset (default 900); then recorded as an error")
     p.add_argument("--max-memory", type=float, metavar="GiB",
-                   help="address-space limit of each preset's process (CPU only: it breaks GPU runtimes), so that a "
-                   "preset that needs too much memory fails alone instead of waking the kernel's OOM killer")
+                   help="kill a preset's process when its resident memory exceeds this (polled 5 times a second; "
+                   "Linux), so that a preset that needs too much memory fails alone instead of waking the OOM killer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON document to stdout (default: a table)")
     p.add_argument("--out", type=Path, help="also write the JSON document to this file")
@@ -749,10 +773,9 @@ def main(argv: list[str] | None = None) -> int:
             "skip_hessian_above": None if args.skip_hessian_above < 0 else args.skip_hessian_above,
             "plan_overrides": plan_overrides,
             "seed": args.seed,
-            "max_memory_GiB": args.max_memory,
         }
         log(f"=== {name} (timeout {args.timeout:.0f} s)")
-        results.append(run_preset(spec, args.timeout))
+        results.append(run_preset(spec, args.timeout, args.max_memory))
         if "error" in results[-1]:
             log(f"=== {name}: ERROR {results[-1]['error']}")
     report = {
