@@ -145,6 +145,9 @@ class TrainingConfig:
     ``walker_chunk``: evaluate local energies and log-derivatives this many
     walkers (per device) at a time, which bounds memory for any walker count
     (0: all walkers at once).
+    ``laplacian_sparsity``: folx's sparsity threshold for the forward
+    Laplacian (0: dense Jacobians; ~0.6 uses the per-electron sparsity of the
+    first layers: measured 20 % faster at N = 24, at twice the compile time).
     """
 
     steps: int = 500
@@ -153,6 +156,7 @@ class TrainingConfig:
     checkpoint_minutes: float = 5.0
     evaluate_start: bool = True
     walker_chunk: int = 0
+    laplacian_sparsity: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,6 +342,8 @@ def validate(config: Config) -> None:
             raise ConfigError(f"training.{name}: must be a positive integer, got {getattr(tr, name)!r}")
     if tr.seed < 0:
         raise ConfigError(f"training.seed: must be non-negative, got {tr.seed!r}")
+    if not 0.0 <= tr.laplacian_sparsity <= 1.0:
+        raise ConfigError(f"training.laplacian_sparsity: must lie in [0, 1] (0: dense), got {tr.laplacian_sparsity!r}")
     if tr.walker_chunk < 0:
         raise ConfigError(f"training.walker_chunk: must be non-negative (0: no chunking), got {tr.walker_chunk!r}")
     if not tr.checkpoint_minutes > 0:

@@ -58,6 +58,7 @@ class Hyper:
     lattice_hops: bool = False
     walker_chunk: int = 0  # walkers per chunk for local energies and log-derivatives (0: all at once)
     matmul_dtype: str = "float64"  # precision of SPRING's O(n² P) products ("float32" for float32 models)
+    laplacian_sparsity: float = 0.0  # folx sparsity threshold of the forward Laplacian (0: dense)
 
 
 class TrainState(eqx.Module):
@@ -109,9 +110,12 @@ def _map_walkers(fn: Callable, positions: Array, conditions: Array, chunk: int) 
 
 
 def local_energies(
-    model: Callable, walkers: Walkers, physics: Physics, ewald: EwaldSum | None, chunk: int = 0
+    model: Callable, walkers: Walkers, physics: Physics, ewald: EwaldSum | None, chunk: int = 0, sparsity: float = 0.0
 ) -> LocalEnergy:
-    """Local energy components of every walker, shape (groups, walkers_per_group), units E_M."""
+    """Local energy components of every walker, shape (groups, walkers_per_group), units E_M.
+
+    ``chunk``: walkers evaluated at once (0: all); ``sparsity``: folx's sparsity threshold.
+    """
 
     def one(x, c):
         return local_energy(
@@ -121,6 +125,7 @@ def local_energies(
             phi_deg=physics.phi_deg,
             coulomb_strength=physics.coulomb_strength,
             interaction=ewald,
+            sparsity_threshold=sparsity,
         )
 
     return _map_walkers(one, walkers.positions, walkers.conditions, chunk)
@@ -183,7 +188,7 @@ def vmc_step(
         acceptance = jax.lax.pmean(acceptance, axis)
     walkers = adapt_width(walkers, acceptance, hyper.target_acceptance)
 
-    local = local_energies(model, walkers, physics, ewald, hyper.walker_chunk)
+    local = local_energies(model, walkers, physics, ewald, hyper.walker_chunk, hyper.laplacian_sparsity)
     gather = (lambda x: x) if axis is None else (lambda x: jax.lax.all_gather(x, axis, axis=1, tiled=True))
     energies = jax.tree.map(gather, local)
     e_total = energies.total if fault is None else energies.total + fault

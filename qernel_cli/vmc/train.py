@@ -133,6 +133,7 @@ def build(config: Config) -> Run:
         lattice_hops=config.sampler.lattice_hops,
         walker_chunk=config.training.walker_chunk,
         matmul_dtype=config.model.dtype,
+        laplacian_sparsity=config.training.laplacian_sparsity,
     )
     ewald = EwaldSum(physics.supercell.cell, n_electrons=config.n_electrons) if coulomb else None
     return Run(config=config, static=static, params=params, physics=physics, hyper=hyper, ewald=ewald)
@@ -236,7 +237,7 @@ def evaluate(
     def block(params, walkers, key):
         model = eqx.combine(params, run.static)
         walkers, acc = metropolis_sweeps(log_abs_fn(model), walkers, key, run.physics.supercell, run.hyper.mcmc_steps, run.hyper.lattice_hops)
-        e = local_energies(model, walkers, run.physics, run.ewald, run.hyper.walker_chunk)
+        e = local_energies(model, walkers, run.physics, run.ewald, run.hyper.walker_chunk, run.hyper.laplacian_sparsity)
         return walkers, acc, jax.tree.map(lambda x: jnp.mean(x, axis=1), e)  # per-group means (replicated)
 
     n = run.config.n_electrons
