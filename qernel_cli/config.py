@@ -145,6 +145,8 @@ class TrainingConfig:
     ``walker_chunk``: evaluate local energies and log-derivatives this many
     walkers (per device) at a time, which bounds memory for any walker count
     (0: all walkers at once).
+    ``evaluate_blocks``: blocks of ``sampler.steps_per_iteration`` sweeps in
+    the start and final energy evaluations (errors from their spread).
     ``laplacian_sparsity``: folx's sparsity threshold for the forward
     Laplacian (0: dense Jacobians; ~0.6 uses the per-electron sparsity of the
     first layers: measured 20 % faster at N = 24, at twice the compile time).
@@ -157,6 +159,7 @@ class TrainingConfig:
     evaluate_start: bool = True
     walker_chunk: int = 0
     laplacian_sparsity: float = 0.0
+    evaluate_blocks: int = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -344,6 +347,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"training.seed: must be non-negative, got {tr.seed!r}")
     if not 0.0 <= tr.laplacian_sparsity <= 1.0:
         raise ConfigError(f"training.laplacian_sparsity: must lie in [0, 1] (0: dense), got {tr.laplacian_sparsity!r}")
+    if tr.evaluate_blocks < 2:
+        raise ConfigError(f"training.evaluate_blocks: needs at least 2 blocks for an error bar, got {tr.evaluate_blocks!r}")
     if tr.walker_chunk < 0:
         raise ConfigError(f"training.walker_chunk: must be non-negative (0: no chunking), got {tr.walker_chunk!r}")
     if not tr.checkpoint_minutes > 0:

@@ -224,9 +224,14 @@ def pretrain(
 
 
 def evaluate(
-    run: Run, params: Any, walkers: Walkers, key: jax.Array, depths_moire: np.ndarray, n_blocks: int = 20
+    run: Run, params: Any, walkers: Walkers, key: jax.Array, depths_moire: np.ndarray, n_blocks: int | None = None
 ) -> dict[str, np.ndarray]:
-    """Energies per electron (E_M) at fixed depths: mean and standard error over blocks of sweeps."""
+    """Energies per electron (E_M) at fixed depths: mean and standard error over blocks of sweeps.
+
+    ``n_blocks`` defaults to ``training.evaluate_blocks``; five sweep blocks
+    without energies re-equilibrate the chains at the new depths first.
+    """
+    n_blocks = run.config.training.evaluate_blocks if n_blocks is None else n_blocks
     model = eqx.combine(params, run.static)
     g = walkers.conditions.shape[0]
     if len(depths_moire) != g:
@@ -240,9 +245,14 @@ def evaluate(
         e = local_energies(model, walkers, run.physics, run.ewald, run.hyper.walker_chunk, run.hyper.laplacian_sparsity)
         return walkers, acc, jax.tree.map(lambda x: jnp.mean(x, axis=1), e)  # per-group means (replicated)
 
+    @eqx.filter_jit
+    def sweeps(params, walkers, key):
+        model = eqx.combine(params, run.static)
+        return metropolis_sweeps(log_abs_fn(model), walkers, key, run.physics.supercell, run.hyper.mcmc_steps, run.hyper.lattice_hops)
+
     n = run.config.n_electrons
     for i in range(5):  # re-equilibrate at the fixed depths, adapting the width
-        walkers, acc, _ = block(params, walkers, jax.random.fold_in(key, i))
+        walkers, acc = sweeps(params, walkers, jax.random.fold_in(key, i))
         walkers = adapt_width(walkers, acc, run.hyper.target_acceptance)
     rows = {"total": [], "kinetic": [], "potential": [], "interaction": []}
     for i in range(n_blocks):
