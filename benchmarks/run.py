@@ -36,9 +36,19 @@ records machine facts (library versions, backend, device, CPU model, cores,
 RAM, Python; no host name).
 
 By default every preset runs the *reference model* (``--model reference``,
-see :data:`REFERENCE_OVERRIDES`) so that N is the only thing that changes in
-the trunk; ``--model preset`` keeps each preset's own model. ``--set
-key=value`` adds config overrides after those.
+see :data:`REFERENCE_OVERRIDES`: layers, width, heads, MLP width,
+determinants, float32 and 10 sweeps per step are the same for every N). The
+other model keys stay the preset's own, notably ``model.experts`` (2, 4, 4, 4,
+8) and ``model.film_hidden`` (32, 32, 64, 64, 128), which raise the cost of
+moire150 beyond its N: add ``--set model.experts=4 --set model.film_hidden=64``
+for a strictly N-only comparison. ``--model preset`` keeps each preset's own
+model. ``--set key=value`` adds config overrides after those.
+
+A preset's process that runs past ``--timeout`` seconds, or whose resident
+memory exceeds ``--max-memory`` GiB, is killed; its entry then has ``error``
+("timeout" or "memory: …"), ``failed_in`` (the phase that was running) and
+whatever the phases before had measured. An exception inside one phase is
+recorded in that phase (``{"error": …}``) and the other phases still run.
 
 Usage::
 
@@ -83,7 +93,7 @@ REFERENCE_OVERRIDES = [
     "model.dtype=float32",
     "sampler.steps_per_iteration=10",
 ]
-"""``--model reference``: one trunk for every N (the experts, FiLM and envelope sizes stay the preset's)."""
+"""``--model reference``: one trunk for every N (experts, FiLM, envelopes and Jastrow stay the preset's)."""
 
 DEFAULT_WALKERS = {"moire-tiny": 256, "moire24": 256, "moire54": 32, "moire96": 8, "moire150": 4}
 """Walkers of the whole step per preset (``--walkers``, ``--walkers-for`` override)."""
@@ -747,6 +757,7 @@ def main(argv: list[str] | None = None) -> int:
         worker(json.loads(args.worker_spec))
         return 0
     start = time.time()
+    git = _git()  # the code that is measured: read before the run, not after
     presets = args.presets or PRESETS
     per_preset = _walkers_for(args.walkers_for)
     unknown = sorted(set(per_preset) - set(presets))
@@ -787,7 +798,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_memory_GiB": args.max_memory,
         "skip_hessian_above": args.skip_hessian_above,
         "machine": machine(results),
-        "git": _git(),
+        "git": git,
         "presets": results,
         "scaling": scaling(results),
         "wall_s": time.time() - start,

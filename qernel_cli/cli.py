@@ -54,6 +54,15 @@ def user_errors(command: Callable) -> Callable:
             return command(*args, **kwargs)
         except QernelError as error:
             raise fail(str(error), error.exit_code) from None
+        except Exception as error:  # noqa: BLE001  (only device out-of-memory is translated)
+            if "RESOURCE_EXHAUSTED" not in str(error):
+                raise
+            first = str(error).split("RESOURCE_EXHAUSTED:", 1)[-1].strip().splitlines()[0]
+            raise fail(
+                f"out of device memory ({first}); lower training.walker_chunk or sampler.walkers, "
+                "or use model.dtype=float32 (see docs/scaling.md); existing files are intact",
+                3,
+            ) from None
 
     return wrapper
 
