@@ -37,11 +37,9 @@ RAM, Python; no host name).
 
 By default every preset runs the *reference model* (``--model reference``,
 see :data:`REFERENCE_OVERRIDES`: layers, width, heads, MLP width,
-determinants, float32 and 10 sweeps per step are the same for every N). The
-other model keys stay the preset's own, notably ``model.experts`` (2, 4, 4, 4,
-8) and ``model.film_hidden`` (32, 32, 64, 64, 128), which raise the cost of
-moire150 beyond its N: add ``--set model.experts=4 --set model.film_hidden=64``
-for a strictly N-only comparison. ``--model preset`` keeps each preset's own
+determinants, 2 experts, FiLM hidden width 32, float32 and 10 sweeps per step
+are the same for every N, so only N changes along the family; envelopes and
+Jastrow factors stay the preset's). ``--model preset`` keeps each preset's own
 model. ``--set key=value`` adds config overrides after those.
 
 A preset's process that runs past ``--timeout`` seconds, or whose resident
@@ -90,10 +88,12 @@ REFERENCE_OVERRIDES = [
     "model.kv_heads=2",
     "model.mlp_width=64",
     "model.determinants=4",
+    "model.experts=2",
+    "model.film_hidden=32",
     "model.dtype=float32",
     "sampler.steps_per_iteration=10",
 ]
-"""``--model reference``: one trunk for every N (experts, FiLM, envelopes and Jastrow stay the preset's)."""
+"""``--model reference``: one trunk for every N (envelopes and Jastrow stay the preset's)."""
 
 DEFAULT_WALKERS = {"moire-tiny": 256, "moire24": 256, "moire54": 32, "moire96": 8, "moire150": 4}
 """Walkers of the whole step per preset (``--walkers``, ``--walkers-for`` override)."""
