@@ -473,7 +473,8 @@ def train(
                     for loss, depth in zip(losses, depths):
                         store.append(group, {"pretrain_infidelity": loss, "pretrain_depth": depth * run.energy_unit_meV})
                 state = eqx.tree_at(lambda s: (s.params, s.walkers), state, (params, walkers))
-            state = eqx.tree_at(lambda s: s.walkers, state, _burn_in(run, state, state.walkers.conditions, key))
+            centres = np.asarray(template.walkers.conditions)  # burn in at the stratum centres
+            state = eqx.tree_at(lambda s: s.walkers, state, _burn_in(run, state, centres, key))
             if cfg.training.evaluate_start:
                 # The starting point of VMC, at the same depths as the final evaluation.
                 start = evaluate(run, state.params, state.walkers, jax.random.fold_in(key, 5), _evaluation_depths(run))
