@@ -216,8 +216,6 @@ def train(
     from qernel_cli.progress import TrainReporter
     from qernel_cli.vmc.train import train as run_training
 
-    from jax import process_count as jax_process_count
-
     links = parallel.Distributed.from_env(coordinator, num_processes, process_id)
     if devices is not None:
         if links.requested or distributed:
@@ -246,7 +244,7 @@ def train(
     except KeyboardInterrupt:
         reporter.stop()
         raise fail(f"interrupted; the last checkpoint in {out_dir} is intact (continue with `qernel train --resume --out {out_dir}`)", 130) from None
-    if jax_process_count() > 1:  # every process: they must agree
+    if parallel.process_count() > 1:  # every process: they must agree
         err.print(f"parameter fingerprint (process {parallel.process_index()}): {summary['parameter_fingerprint']}", highlight=False)
     if not parallel.is_main_process():
         return

@@ -4,8 +4,9 @@ QERNEL parallelises over walkers: a 1-D device mesh with axis ``"walkers"``
 holds an equal share of every walker group on each device; parameters,
 optimiser state, RNG key and all statistics are replicated. The VMC step runs
 under ``jax.shard_map`` with explicit collectives (see ``vmc.step``); the
-lighter phases (pre-training, burn-in, evaluation, sampling) are plain
-``jit`` functions of the same sharded arrays, partitioned by XLA.
+lighter phases of training (pre-training, burn-in, evaluation) are plain
+``jit`` functions of the same sharded arrays, partitioned by XLA. ``qernel
+sample`` runs on one device.
 
 The same code runs on one device, on several local devices (GPUs, or CPU
 devices made with ``--devices N``) and on several processes
@@ -108,6 +109,10 @@ def make_mesh(n_devices: int | None = None) -> Mesh:
 
 def process_index() -> int:
     return jax.process_index()
+
+
+def process_count() -> int:
+    return jax.process_count()
 
 
 def is_main_process() -> bool:

@@ -154,10 +154,7 @@ def prepare_run_dir(out_dir: Path, config: Config | None, *, resume: bool, force
     if resume:
         if not (out_dir / CONFIG_FILE).is_file():
             raise RunError(f"cannot resume: {out_dir} is not a QERNEL run directory (no {CONFIG_FILE})")
-        stored = from_dict(read_toml(out_dir / CONFIG_FILE))
-        if steps is not None:
-            stored = dataclasses.replace(stored, training=dataclasses.replace(stored.training, steps=steps))
-        return stored
+        return _stored_config(out_dir, steps)
     if config is None:
         raise RunError("a config (preset) is needed to start a new run")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
