@@ -16,7 +16,6 @@ from qernel_cli.errors import QernelError
 
 app = typer.Typer(
     name="qernel",
-    help="Neural-wavefunction VMC for families of moiré many-electron Hamiltonians.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -190,19 +189,20 @@ def train(
     set_: SetOption = None,
     steps: Annotated[Optional[int], typer.Option(help="Optimisation steps (overrides training.steps; with --resume, the new total).", min=1)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (overrides training.seed).", min=0)] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out from its checkpoint (uses its stored config).")] = False,
-    force: Annotated[bool, typer.Option(help="Delete and overwrite an existing run directory.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out from its checkpoint (uses its stored config).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Delete and overwrite an existing run directory.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout at the end.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
     devices: Annotated[Optional[int], typer.Option(help="Split the walkers over this many devices (default: all; on a CPU-only host, creates that many CPU devices).", min=1)] = None,
     coordinator: Annotated[Optional[str], typer.Option(help="Multi-process run: HOST:PORT of process 0 (or JAX_COORDINATOR_ADDRESS).", rich_help_panel="Multi-process")] = None,
     num_processes: Annotated[Optional[int], typer.Option(help="Multi-process run: number of processes (or JAX_NUM_PROCESSES).", min=1, rich_help_panel="Multi-process")] = None,
     process_id: Annotated[Optional[int], typer.Option(help="Multi-process run: this process's index, 0 … num-processes−1 (or JAX_PROCESS_ID).", min=0, rich_help_panel="Multi-process")] = None,
-    distributed: Annotated[bool, typer.Option(help="Join a multi-process run whose parameters the cluster provides (SLURM, Open MPI): jax.distributed auto-detection.", rich_help_panel="Multi-process")] = False,
+    distributed: Annotated[bool, typer.Option("--distributed", help="Join a multi-process run whose parameters the cluster provides (SLURM, Open MPI): jax.distributed auto-detection.", rich_help_panel="Multi-process")] = False,
 ):
     """Train the family wavefunction by VMC over the preset's range of moiré depths.
 
-    Pre-trains on non-interacting Bloch determinants, then optimises the energy
+    Pre-trains on non-interacting Bloch determinants (or the classical crystal,
+    pretrain.target = "crystal"), then optimises the energy
     averaged over depths drawn every step (SPRING natural gradient by default).
     Ctrl-C saves a checkpoint; --resume continues exactly where it stopped.
     Walkers are split over all devices (data parallel); several processes
@@ -252,6 +252,8 @@ def train(
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
         _print_energies(summary)
+    for message in summary.get("warnings", []):
+        err.print(f"[yellow]warning:[/] {message}", soft_wrap=True, highlight=False)
 
 
 def _print_energies(summary: dict) -> None:
@@ -275,15 +277,22 @@ def _print_energies(summary: dict) -> None:
             row += [f"{d['start_energy_per_electron_meV']:.4f} ± {d['start_energy_error_meV']:.4f}", f"{gain:+.4f} ({gain / sigma:+.1f}σ)"]
         table.add_row(*row)
     out.print(table)
-    if summary["rejected_steps"]:
-        err.print(f"[yellow]warning:[/] {summary['rejected_steps']} non-finite steps were rejected and rolled back")
+    h = summary.get("health")
+    if h:
+        taus = ", ".join(f"{t:.0f}" for t in h["autocorrelation_sweeps"])
+        out.print(
+            f"health: {h['rejected_steps']} of {h['steps']} steps rejected, acceptance {h['acceptance']:.2f} "
+            f"({h['acceptance_min']:.2f}–{h['acceptance_max']:.2f}), clipped local energies {h['clipped_fraction']:.2%} "
+            f"(max {h['clipped_fraction_max']:.2%}), autocorrelation time {taus} sweeps (error bars include it)",
+            soft_wrap=True, highlight=False,
+        )
 
 
 @app.command()
 @user_errors
 def sample(
     run_dir: Annotated[Path, typer.Argument(help="A trained run directory (from `qernel train`).")],
-    depth: Annotated[list[float], typer.Option("--depth", "-d", help="Moiré depth V in meV (repeatable; any value, inside or between training depths).")],
+    depth: Annotated[list[float], typer.Option("--depth", "-d", help="Moiré depth V in meV (repeatable; any value between the training depths; outside them is an extrapolation and warned about).")],
     out_store: Annotated[Path, typer.Option("--out", "-o", help="Sample store (zarr) to create or append to.")],
     walkers: Annotated[Optional[int], typer.Option(help="Walkers per depth (default: the run's sampler.walkers).", min=1)] = None,
     records: Annotated[int, typer.Option(help="Records (snapshots of all walkers) per depth.", min=1)] = 200,
@@ -291,7 +300,7 @@ def sample(
     burn_in: Annotated[Optional[int], typer.Option(help="Equilibration sweeps before recording (default: the run's sampler.burn_in).", min=0)] = None,
     seed: Annotated[int, typer.Option(help="Random seed.", min=0)] = 0,
     json_: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ):
     """Sample walkers of a trained model at given depths; append positions and local energies to a store."""
     import json
@@ -402,7 +411,7 @@ def phasediagram(
     grid: Annotated[int, typer.Option(help="Density grid points per supercell direction.", min=4)] = 96,
     seed: Annotated[int, typer.Option(help="Random seed.", min=0)] = 0,
     json_: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ):
     """Sample and observe every depth; estimate the liquid–crystal transition depth with its uncertainty."""
     import json

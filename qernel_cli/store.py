@@ -64,14 +64,26 @@ def create(path: Path, variables: dict[str, Variable], sizes: dict[str, int], at
     group = zarr.open_group(str(path), mode="w-")
     group.attrs.update({"format": STORE_FORMAT, **provenance(), **attrs})
     for name, var in variables.items():
-        shape = (0, *(sizes[d] for d in var.dims[1:]))
-        chunks = (256, *shape[1:])
-        fill = np.nan if np.dtype(var.dtype).kind == "f" else 0
-        array = group.create_array(
-            name, shape=shape, chunks=chunks, dtype=var.dtype, dimension_names=var.dims, fill_value=fill
-        )
-        array.attrs.update({"units": var.units, "description": var.description})
+        _create_array(group, name, var, sizes, 0)
     return group
+
+
+def _create_array(group: zarr.Group, name: str, var: Variable, sizes: dict[str, int], length: int) -> None:
+    """An array of ``length`` fill values (NaN for floats, 0 otherwise) along its growing dimension."""
+    shape = (length, *(sizes[d] for d in var.dims[1:]))
+    fill = np.nan if np.dtype(var.dtype).kind == "f" else 0
+    array = group.create_array(
+        name, shape=shape, chunks=(256, *shape[1:]), dtype=var.dtype, dimension_names=var.dims, fill_value=fill
+    )
+    array.attrs.update({"units": var.units, "description": var.description})
+
+
+def add_missing(group: zarr.Group, variables: dict[str, Variable], sizes: dict[str, int], length: int) -> list[str]:
+    """Add the variables a store written by an older version lacks, as ``length`` fill values; returns their names."""
+    missing = [name for name in variables if name not in group]
+    for name in missing:
+        _create_array(group, name, variables[name], sizes, length)
+    return missing
 
 
 def open_existing(path: Path, mode: str = "r") -> zarr.Group:

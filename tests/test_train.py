@@ -65,6 +65,17 @@ def test_nonfinite_step_is_rejected_and_rolled_back(faulty_run):
     assert summary["rejected_steps"] == 1 and summary["steps"] == 5
     assert all(np.isfinite(d["energy_per_electron_meV"]) for d in summary["depths"])
     assert json.loads((out / "summary.json").read_text()) == summary
+    # Numerical health: 1 of 5 steps rejected is far above 1 % and is the one warning.
+    health = summary["health"]
+    assert health["rejected_steps"] == 1 and health["steps"] == 5
+    acceptance = ds["acceptance"].values
+    assert health["acceptance"] == pytest.approx(np.mean(acceptance), rel=1e-12)  # the chains moved in every step
+    clipped = ds["clipped_fraction"].values
+    assert ds["clipped_fraction"].dims == ("step", "group") and np.all((clipped[[0, 1, 3, 4]] >= 0) & (clipped[[0, 1, 3, 4]] <= 1))
+    assert all(d["autocorrelation_sweeps"] >= 4.0 for d in summary["depths"])  # τ ≥ 1 block of 4 sweeps
+    assert any("1 of 5 steps were non-finite" in w for w in summary["warnings"])
+    prov = summary["provenance"]
+    assert prov["seed"] == 0 and prov["jax_version"] and prov["equinox_version"] and prov["folx_version"] and prov["device"]
 
 
 def test_repeated_failures_stop_with_a_valid_checkpoint(tmp_path):
@@ -94,6 +105,11 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
 
     for x, y in zip(jax.tree.leaves(template_state.params), jax.tree.leaves(resumed_state.params)):
         np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-10, atol=1e-12)
+    # Same seed, same device count: the same numbers, bit for bit.
+    full_summary = json.loads((full / "summary.json").read_text())
+    part_summary = json.loads((part / "summary.json").read_text())
+    assert part_summary["parameter_fingerprint"] == full_summary["parameter_fingerprint"]
+    assert part_summary["depths"] == full_summary["depths"]
 
 
 def _state_template(run_dir):

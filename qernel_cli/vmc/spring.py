@@ -49,6 +49,11 @@ def clip_local_energy(e_loc: Float[Array, "g w"], n_mad: float) -> Float[Array, 
     return jnp.clip(e_loc, median - n_mad * mad, median + n_mad * mad)
 
 
+def clipped_fraction(e_loc: Float[Array, "g w"], n_mad: float) -> Float[Array, " g"]:
+    """Fraction of each group's local energies that :func:`clip_local_energy` changes."""
+    return jnp.mean(clip_local_energy(e_loc, n_mad) != e_loc, axis=1)
+
+
 def energy_residuals(e_loc: Inexact[Array, "g w"], n_mad: float) -> Complex[Array, "g w"]:
     """ε = −(E_L − ⟨E_L⟩_g), with the real part clipped per group (used in the gradient only).
 

@@ -36,6 +36,7 @@ from qernel_cli.errors import QernelError
 from qernel_cli.hamiltonian.ewald import EwaldSum
 from qernel_cli.interrupt import deferred_interrupt
 from qernel_cli.model import make_wavefunction
+from qernel_cli.vmc import health
 from qernel_cli.vmc.crystal import classical_ground_state, family_crystal_orbitals
 from qernel_cli.vmc.family import stratum_centres
 from qernel_cli.vmc.mcmc import Walkers, adapt_width, initial_walkers, metropolis_sweeps, with_conditions
@@ -60,6 +61,7 @@ TRAIN_VARIABLES = {
     "potential": V(("step", "group"), "float64", "meV", "moiré potential energy per electron"),
     "interaction": V(("step", "group"), "float64", "meV", "Coulomb interaction energy per electron"),
     "acceptance": V(("step", "group"), "float64", "1", "Metropolis acceptance rate"),
+    "clipped_fraction": V(("step", "group"), "float64", "1", "fraction of local energies clipped to median ± clip_mad·MAD in the gradient"),
     "move_width": V(("step", "group"), "float64", "a_M", "Gaussian move width after adaptation"),
     "learning_rate": V(("step",), "float64", "1", "learning rate of this step"),
     "update_norm": V(("step",), "float64", "1", "Euclidean norm of the parameter update"),
@@ -223,10 +225,15 @@ def pretrain(
 def evaluate(
     run: Run, params: Any, walkers: Walkers, key: jax.Array, depths_moire: np.ndarray, n_blocks: int | None = None
 ) -> dict[str, np.ndarray]:
-    """Energies per electron (E_M) at fixed depths: mean and standard error over blocks of sweeps.
+    """Energies per electron (E_M) at fixed depths, with error bars corrected for autocorrelation.
 
-    ``n_blocks`` defaults to ``training.evaluate_blocks``; five sweep blocks
-    without energies re-equilibrate the chains at the new depths first.
+    Five sweep blocks without energies re-equilibrate the chains at the new
+    depths; then ``n_blocks`` (default ``training.evaluate_blocks``) blocks of
+    ``sampler.steps_per_iteration`` sweeps each record every walker's local
+    energy. Per depth: ``X`` (mean) and ``X_error`` for every component, and
+    ``autocorrelation_blocks``, the integrated autocorrelation time τ of the
+    total local energy in blocks (errors are sqrt(τ) larger than for
+    independent samples; see :mod:`qernel_cli.vmc.health`).
     """
     n_blocks = run.config.training.evaluate_blocks if n_blocks is None else n_blocks
     model = eqx.combine(params, run.static)
@@ -239,8 +246,7 @@ def evaluate(
     def block(params, walkers, key):
         model = eqx.combine(params, run.static)
         walkers, acc = metropolis_sweeps(log_abs_fn(model), walkers, key, run.physics.supercell, run.hyper.mcmc_steps, run.hyper.lattice_hops)
-        e = local_energies(model, walkers, run.physics, run.ewald, run.hyper.walker_chunk, run.hyper.laplacian_sparsity)
-        return walkers, acc, jax.tree.map(lambda x: jnp.mean(x, axis=1), e)  # per-group means (replicated)
+        return walkers, acc, local_energies(model, walkers, run.physics, run.ewald, run.hyper.walker_chunk, run.hyper.laplacian_sparsity)
 
     @eqx.filter_jit
     def sweeps(params, walkers, key):
@@ -251,17 +257,21 @@ def evaluate(
     for i in range(5):  # re-equilibrate at the fixed depths, adapting the width
         walkers, acc = sweeps(params, walkers, jax.random.fold_in(key, i))
         walkers = adapt_width(walkers, acc, run.hyper.target_acceptance)
-    rows = {"total": [], "kinetic": [], "potential": [], "interaction": []}
+    names = ("total", "kinetic", "potential", "interaction")
+    rows = {name: [] for name in names}
     for i in range(n_blocks):
         walkers, acc, e = block(params, walkers, jax.random.fold_in(key, 1000 + i))
-        e = parallel.to_host(e)
-        for name in rows:
+        e = parallel.to_host(e)  # every walker's energies (groups, walkers): small
+        for name in names:
             rows[name].append(np.asarray(getattr(e, name)) / n)
-    result = {}
-    for name, values in rows.items():
-        values = np.array(values)  # (blocks, groups)
-        result[name] = values.mean(axis=0)
-        result[name + "_error"] = values.std(axis=0, ddof=1) / np.sqrt(n_blocks)
+    result: dict[str, np.ndarray] = {}
+    series = {name: np.array(values) for name, values in rows.items()}  # (blocks, groups, walkers)
+    for name, x in series.items():
+        stats = [health.correlated_mean(x[:, j]) for j in range(g)]  # walkers are independent chains
+        result[name] = np.array([mean for mean, _, _ in stats])
+        result[name + "_error"] = np.array([error for _, error, _ in stats])
+        if name == "total":
+            result["autocorrelation_blocks"] = np.array([tau for _, _, tau in stats])
     return result
 
 
@@ -366,6 +376,7 @@ def _store_row(step: int, stats: dict, unit: float, n_el: int, ok: bool, wall_ti
         "potential": stats["potential"] * unit / n_el,
         "interaction": stats["interaction"] * unit / n_el,
         "acceptance": stats["acceptance"],
+        "clipped_fraction": stats["clipped_fraction"],
         "move_width": stats["move_width"],
         "learning_rate": stats["learning_rate"],
         "update_norm": stats["update_norm"],
@@ -445,6 +456,7 @@ def train(
                 if stored < done:
                     raise RunError(f"{store_path} has fewer steps than the checkpoint ({stored} < {done}); the store is damaged")
                 store.truncate(group, done, "step")
+                store.add_missing(group, TRAIN_VARIABLES, {"group": run.n_groups}, done)
         else:
             if main:
                 if resume and store_path.exists():
@@ -530,9 +542,15 @@ def train(
     depths = _evaluation_depths(run)
     final = evaluate(run, state.params, state.walkers, jax.random.fold_in(state.key, 7), depths)
     start_energies = {} if group is None else {i: _start_energy(group, i) for i in range(len(depths))}
+    report = None
+    if group is not None:
+        report = health.run_health(
+            group["acceptance"][:], group["clipped_fraction"][:], group["accepted"][:],
+            list(final["autocorrelation_blocks"]), cfg.sampler.steps_per_iteration,
+        )
     summary = {
         "run_dir": str(out_dir),
-        "preset": cfg.description,
+        "description": cfg.description,
         "n_electrons": n_el,
         "steps": step_now,
         "rejected_steps": rejected_total,
@@ -549,10 +567,14 @@ def train(
                 "kinetic_meV": float(final["kinetic"][i] * unit),
                 "potential_meV": float(final["potential"][i] * unit),
                 "interaction_meV": float(final["interaction"][i] * unit),
+                "autocorrelation_sweeps": float(final["autocorrelation_blocks"][i] * cfg.sampler.steps_per_iteration),
                 **start_energies.get(i, {}),
             }
             for i, v in enumerate(depths)
         ],
+        "health": None if report is None else report.to_dict(),
+        "warnings": [] if report is None else report.warnings(),
+        "provenance": store.provenance() | {"seed": cfg.training.seed},
     }
     if main:
         _atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2))
