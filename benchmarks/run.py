@@ -449,11 +449,54 @@ def worker(spec: dict) -> None:
             section["error"] = _error_text(error)
     write()
     _measure_wavefunction(spec, run, result, write, device)
+    result["lower_bound"] = _lower_bound(run, config, result)
     result.pop("phase", None)
     result["peak_rss_GiB"] = _rss_GiB()
     result["device_peak_GiB"] = _device_peak_GiB(device)
     result["wall_s"] = time.time() - spec["t0"]
     write()
+
+
+def _lower_bound(run, config, result: dict) -> dict:
+    """What a step cannot go below on this device: its three unavoidable parts, measured separately.
+
+    * the SPRING kernel A Aᵀ (2·walkers rows × P parameters, in the model's
+      matmul precision): one GEMM, timed here (its FLOP rate shows how close
+      the device runs to its peak);
+    * the Metropolis sweeps: sweeps × one forward pass per walker;
+    * the local energies: one forward Laplacian per walker.
+    Per-walker times come from the wavefunction phases of this run.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    out: dict = {}
+    rows, p = 2 * config.sampler.walkers, result.get("parameters") or _parameter_count(run)
+    if config.optimizer.name == "spring":
+        dtype = jnp.float32 if run.hyper.matmul_dtype == "float32" else jnp.float64
+        a = jax.random.normal(jax.random.PRNGKey(0), (rows, p), dtype)
+        gram = jax.jit(lambda a: a @ a.T)
+        jax.block_until_ready(gram(a))
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            jax.block_until_ready(gram(a))
+            times.append(time.perf_counter() - t)
+        out["spring_kernel_s"] = min(times)
+        out["spring_kernel_GFLOPs"] = 2.0 * rows * rows * p / min(times) / 1e9
+        del a
+    walkers = config.sampler.walkers
+    forward = (result.get("forward") or {}).get("per_walker_min_s")
+    laplacian = (result.get("forward_laplacian") or {}).get("per_walker_min_s")
+    if forward:
+        out["sampling_s"] = config.sampler.steps_per_iteration * forward * walkers
+    if laplacian:
+        out["local_energy_s"] = laplacian * walkers
+    out["total_s"] = sum(out.get(k, 0.0) for k in ("spring_kernel_s", "sampling_s", "local_energy_s"))
+    median = (result.get("step") or {}).get("step_s_median")
+    if median:
+        out["step_over_lower_bound"] = median / out["total_s"]
+    return out
 
 
 def _parameter_count(run) -> int:
@@ -692,6 +735,12 @@ def table(report: dict) -> str:
         f"{r['preset']}: logψ {_fmt(_get(r, 'forward', 'compile_s'), spec='.1f')}, "
         f"fwdLap {_fmt(_get(r, 'forward_laplacian', 'compile_s'), spec='.1f')}, "
         f"Hess {_fmt(_get(r, 'hessian_laplacian', 'compile_s'), spec='.1f')}"
+        for r in report["presets"]
+    ))
+    lines.append("lower bound per step (s): " + "; ".join(
+        f"{r['preset']}: {_fmt(_get(r, 'lower_bound', 'total_s'))} = SPRING kernel {_fmt(_get(r, 'lower_bound', 'spring_kernel_s'))} "
+        f"({_fmt(_get(r, 'lower_bound', 'spring_kernel_GFLOPs'), spec='.0f')} GFLOP/s) + sweeps {_fmt(_get(r, 'lower_bound', 'sampling_s'))} "
+        f"+ local energies {_fmt(_get(r, 'lower_bound', 'local_energy_s'))}; step/bound {_fmt(_get(r, 'lower_bound', 'step_over_lower_bound'), spec='.2f')}"
         for r in report["presets"]
     ))
     for name, fit in report["scaling"].items():

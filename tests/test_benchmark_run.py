@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 
 TINY = [
@@ -65,6 +67,12 @@ def test_benchmark_run_json(tmp_path):
     assert step["time_to_first_step_s"] >= step["first_step_s"]
     assert step["finite"] and step["accepted_steps"] == step["total_steps"] == 2
     assert step["depth_groups"] == 4 and step["optimizer"] == "spring"
+
+    bound = entry["lower_bound"]  # the step's unavoidable parts, measured separately
+    for key in ("spring_kernel_s", "spring_kernel_GFLOPs", "sampling_s", "local_energy_s"):
+        assert _positive(bound[key]), (key, bound)
+    assert bound["total_s"] == pytest.approx(bound["spring_kernel_s"] + bound["sampling_s"] + bound["local_energy_s"])
+    assert bound["step_over_lower_bound"] == pytest.approx(step["step_s_median"] / bound["total_s"])
 
     # α needs presets with N ≥ 24: none here
     assert set(report["scaling"]) == {"forward", "forward_laplacian", "step_per_walker"}

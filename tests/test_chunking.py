@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from qernel_cli.config import resolve
-from qernel_cli.vmc.step import local_energies, log_derivatives
+from qernel_cli.vmc import spring
+from qernel_cli.vmc.step import energy_gradient, local_energies, log_derivatives
 from qernel_cli.vmc.train import build, initial_state
 
 SMALL = ["model.layers=1", "model.width=16", "model.heads=2", "model.kv_heads=1", "model.mlp_width=16", "model.film_hidden=8"]
@@ -31,10 +33,17 @@ def test_chunked_energies_and_log_derivatives_equal_unchunked(run_and_state):
     for name in ("total", "kinetic", "kinetic_imag", "potential", "interaction"):
         np.testing.assert_allclose(getattr(chunked, name), getattr(full, name), rtol=1e-11, atol=1e-11)
     jacobian = jax.jit(lambda params, walkers, chunk: log_derivatives(params, run.static, walkers, chunk), static_argnums=2)
-    jac_full = jacobian(state.params, state.walkers, 0)
-    jac_chunked = jacobian(state.params, state.walkers, 7)
-    assert jac_full.shape == (2, 12, sum(x.size for x in jax.tree.leaves(state.params)))
+    jac_full = spring.flat_rows(jacobian(state.params, state.walkers, 0))
+    jac_chunked = spring.flat_rows(jacobian(state.params, state.walkers, 7))
+    assert jac_full.shape == (2, 12, 2, sum(x.size for x in jax.tree.leaves(state.params)))
     np.testing.assert_allclose(jac_chunked, jac_full, rtol=1e-11, atol=1e-11)
+    # The Adam gradient (one reverse pass, chunked or not) equals the one from per-sample rows.
+    rng = np.random.default_rng(0)
+    eps = spring.energy_residuals(jnp.asarray(rng.normal(size=(2, 12)) + 0.3j * rng.normal(size=(2, 12))), 1e9)
+    rows = spring.energy_gradient(jac_full, eps)
+    for chunk in (0, 5):
+        one_pass = jax.jit(lambda params, walkers: energy_gradient(params, run.static, walkers, eps, chunk))(state.params, state.walkers)
+        np.testing.assert_allclose(one_pass, rows, rtol=1e-9, atol=1e-12 * float(jnp.max(jnp.abs(rows))))
 
 
 def _temp_bytes(run, state, walkers_per_group: int, chunk: int) -> int:

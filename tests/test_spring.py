@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from qernel_cli.vmc.spring import (
+    as_parts,
     centred_jacobian,
     clip_local_energy,
     constrain_step,
@@ -22,13 +23,19 @@ def _problem(seed=0, g=2, w=8, p=30):
     return jnp.asarray(jac), jnp.asarray(e)
 
 
+def _centred(jac):
+    """Ō of a complex (g, w, p) Jacobian, computed directly."""
+    jac = np.asarray(jac)
+    return (jac - jac.mean(axis=1, keepdims=True)).reshape(-1, jac.shape[-1])
+
+
 def test_woodbury_equals_parameter_space_solution():
     jac, e = _problem()
     eps = energy_residuals(e, n_mad=1e9)
     lam = 0.3
-    phi = spring_direction(jac, eps, jnp.zeros(jac.shape[-1]), lam, 0.0)
+    phi = spring_direction(as_parts(jac), eps, jnp.zeros(jac.shape[-1]), lam, 0.0)
     # Parameter-space normal equations: (AᵀA + λ) φ = Aᵀ b.
-    o = np.asarray(centred_jacobian(jac)).reshape(-1, jac.shape[-1])
+    o = _centred(jac)
     n = o.shape[0]
     a = np.concatenate([o.real, o.imag]) / np.sqrt(n)
     b = np.concatenate([np.asarray(eps).real.ravel(), np.asarray(eps).imag.ravel()]) / np.sqrt(n)
@@ -40,15 +47,15 @@ def test_large_damping_is_gradient_descent_and_momentum_form():
     jac, e = _problem(1)
     eps = energy_residuals(e, n_mad=1e9)
     lam = 1e8
-    phi = spring_direction(jac, eps, jnp.zeros(jac.shape[-1]), lam, 0.0)
-    grad = energy_gradient(jac, eps)
+    phi = spring_direction(as_parts(jac), eps, jnp.zeros(jac.shape[-1]), lam, 0.0)
+    grad = energy_gradient(as_parts(jac), eps)
     assert np.allclose(lam * phi, -0.5 * grad, rtol=1e-6)
     # The gradient is that of the group-mean energy: check against autodiff of a model
     # with log ψ = Σ θ·features (complex features), where ⟨E⟩ derivative = 2 Re⟨conj(Ō)(E_L − E)⟩.
     prev = jnp.asarray(np.random.default_rng(2).normal(size=jac.shape[-1]))
     mu = 0.7
-    phi_m = spring_direction(jac, eps, prev, 0.3, mu)
-    o = np.asarray(centred_jacobian(jac)).reshape(-1, jac.shape[-1])
+    phi_m = spring_direction(as_parts(jac), eps, prev, 0.3, mu)
+    o = _centred(jac)
     n = o.shape[0]
     a = np.concatenate([o.real, o.imag]) / np.sqrt(n)
     b = np.concatenate([np.asarray(eps).real.ravel(), np.asarray(eps).imag.ravel()]) / np.sqrt(n)
@@ -83,7 +90,7 @@ def test_energy_gradient_matches_autodiff_of_exact_expectation():
     # energy_gradient on uniformly weighted samples reproduces the same formula.
     samples = rng.choice(m, size=200000, p=np.asarray(prob))
     eps = energy_residuals(e_loc[samples][None], n_mad=1e9)
-    est = energy_gradient(feats[samples][None], eps)
+    est = energy_gradient(as_parts(feats[samples][None]), eps)
     assert np.allclose(est, exact, atol=0.05 * np.abs(exact).max() + 0.02)
 
 
@@ -95,8 +102,32 @@ def test_clipping_and_norm_constraint():
     assert np.allclose(clipped[0, :4], e[0, :4])
     jac, _ = _problem(4)
     d = jnp.ones(jac.shape[-1])
-    step = constrain_step(jac, d, 10.0, 1e-3)
-    o = centred_jacobian(jac)
-    assert float(jnp.sqrt(jnp.mean(jnp.abs(jnp.einsum("gwp,p->gw", o, step)) ** 2))) == pytest.approx(1e-3)
-    small = constrain_step(jac, 1e-9 * d, 1.0, 1e-3)
+    step = constrain_step(as_parts(jac), d, 10.0, 1e-3)
+    o = _centred(jac)
+    assert float(np.sqrt(np.mean(np.abs(o @ np.asarray(step)) ** 2))) == pytest.approx(1e-3)
+    small = constrain_step(as_parts(jac), 1e-9 * d, 1.0, 1e-3)
     assert np.allclose(small, 1e-9 * d)
+
+
+def test_real_layout_centring_matches_complex():
+    jac, _ = _problem(5)
+    parts = np.asarray(centred_jacobian(as_parts(jac)))
+    o = np.asarray(jac) - np.asarray(jac).mean(axis=1, keepdims=True)
+    assert np.allclose(parts[:, :, 0] + 1j * parts[:, :, 1], o, atol=1e-14)
+
+
+def test_blocks_equal_one_array():
+    """Log-derivatives as per-leaf blocks (the training layout) give the same algebra as one array."""
+    from qernel_cli.vmc.spring import flat_rows
+
+    jac, e = _problem(6, p=30)
+    whole = as_parts(jac)
+    blocks = [whole[..., :7], whole[..., 7:8], whole[..., 8:]]
+    assert np.array_equal(flat_rows(blocks), whole)
+    eps = energy_residuals(e, n_mad=3.0)
+    prev = jnp.asarray(np.random.default_rng(7).normal(size=30))
+    d_whole = spring_direction(whole, eps, prev, 0.2, 0.8)
+    d_blocks = spring_direction(blocks, eps, prev, 0.2, 0.8)
+    assert np.allclose(d_blocks, d_whole, rtol=1e-12, atol=1e-14)
+    assert np.allclose(energy_gradient(blocks, eps), energy_gradient(whole, eps), rtol=1e-12, atol=1e-14)
+    assert np.allclose(constrain_step(blocks, d_whole, 3.0, 1e-2), constrain_step(whole, d_whole, 3.0, 1e-2), rtol=1e-12)

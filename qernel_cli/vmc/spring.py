@@ -12,6 +12,12 @@ which costs O(n² P) time and O(n²) extra memory. Aᵀb = −½ ∇_θ mean_g E
 for λ → ∞ this is plain gradient descent on the mean energy over the family.
 The step θ ← θ + η φ is scaled so that its Fisher norm η‖Aφ‖ ≤ max_norm.
 
+Log-derivatives are passed in a real layout, shape (g, w, 2, P): real and
+imaginary parts of O (:func:`as_parts` converts a complex array), or as a
+list of such blocks, one per parameter leaf (:data:`Rows`), so that the rows
+of A are reshapes of them and no complex, stacked or concatenated copy of the
+Jacobian is ever made; A Aᵀ is the sum of the blocks' products.
+
 Data parallelism: every function takes ``axis``, the name of the mesh axis
 over which the walker axis (axis 1) is split (None: all walkers are here).
 Inside ``shard_map`` each device then holds the rows of its own walkers; means
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Complex, Float, Inexact
 
 
@@ -73,52 +80,108 @@ def local_rows(full: Array, axis: str | None) -> Array:
     return jax.lax.dynamic_slice_in_dim(full, jax.lax.axis_index(axis) * share, share, axis=1)
 
 
-def centred_jacobian(jac: Inexact[Array, "g w p"], axis: str | None = None) -> Inexact[Array, "g w p"]:
-    """Ō = O − ⟨O⟩_g, per group (the mean over the walkers of all devices)."""
-    total = _psum(jnp.sum(jac, axis=1, keepdims=True), axis)
-    return jac - total / (jac.shape[1] * _n_devices(axis))
+Rows = Float[Array, "g w 2 p"] | list
+"""Log-derivatives in the real layout: one array (g, w, 2, P), or a list of such
+blocks whose last axes, concatenated, give the P parameters (one block per
+parameter leaf, in ``ravel_pytree`` order; never concatenated, which on CPU
+costs more than computing them)."""
 
 
-def energy_gradient(jac: Inexact[Array, "g w p"], residual: Complex[Array, "g w"], axis: str | None = None) -> Float[Array, " p"]:
+def as_parts(jac: Complex[Array, "g w p"]) -> Float[Array, "g w 2 p"]:
+    """Complex log-derivatives O as the real layout used here: [..., 0, :] = Re O, [..., 1, :] = Im O."""
+    return jnp.stack([jnp.real(jac), jnp.imag(jac)], axis=2)
+
+
+def _blocks(jac: Rows) -> list[Array]:
+    return list(jac) if isinstance(jac, (list, tuple)) else [jac]
+
+
+def flat_rows(jac: Rows) -> Float[Array, "g w 2 p"]:
+    """The blocks of ``jac`` concatenated into one array (g, w, 2, P) (for tests and inspection)."""
+    return jnp.concatenate(_blocks(jac), axis=-1)
+
+
+def _split(vector: Float[Array, " p"], blocks: list[Array]) -> list[Array]:
+    """A parameter-space vector cut into the segments of the blocks."""
+    cuts = np.cumsum([b.shape[-1] for b in blocks])[:-1]
+    return jnp.split(vector, cuts)
+
+
+def _residual_parts(residual: Complex[Array, "g w"]) -> Float[Array, "g w 2"]:
+    return jnp.stack([jnp.real(residual), jnp.imag(residual)], axis=-1)
+
+
+def centred_jacobian(jac: Rows, axis: str | None = None) -> Rows:
+    """Ō = O − ⟨O⟩_g, per group (the mean over the walkers of all devices); same layout as ``jac``."""
+
+    def centre(block):
+        total = _psum(jnp.sum(block, axis=1, keepdims=True), axis)
+        return block - (total / (block.shape[1] * _n_devices(axis))).astype(block.dtype)
+
+    return [centre(b) for b in jac] if isinstance(jac, (list, tuple)) else centre(jac)
+
+
+def _centre(v: Float[Array, "2n ..."], g: int, d: int) -> Float[Array, "2n ..."]:
+    """C v: subtract the group means from vectors (or the rows of matrices) indexed like the gathered rows.
+
+    Rows are ordered (device, group, walker, real/imaginary); C is the
+    symmetric projector that centres every (group, part) over the walkers of
+    all devices, so that Ō = C O without ever forming Ō.
+    """
+    x = v.reshape(d, g, -1, 2, *v.shape[1:])
+    return (x - jnp.mean(x, axis=(0, 2), keepdims=True)).reshape(v.shape)
+
+
+def energy_gradient(jac: Rows, residual: Complex[Array, "g w"], axis: str | None = None) -> Float[Array, " p"]:
     """∇_θ of the mean over groups of E_g: 2 Re ⟨conj(Ō) (E_L − E)⟩ = −2 Re ⟨conj(Ō) ε⟩ (local rows of both)."""
-    o = centred_jacobian(jac, axis)
     n = residual.size * _n_devices(axis)
-    return -2.0 * jnp.real(_psum(jnp.einsum("gwp,gw->p", jnp.conj(o), residual), axis)) / n
+    eps = _residual_parts(residual)
+    eps = eps - _psum(jnp.sum(eps, axis=1, keepdims=True), axis) / (eps.shape[1] * _n_devices(axis))  # Σ Ō ε = Σ O (C ε)
+    parts = [jnp.einsum("gwkp,gwk->p", o, eps.astype(o.dtype)).astype(jnp.float64) for o in _blocks(jac)]
+    return -2.0 * _psum(jnp.concatenate(parts), axis) / n
 
 
-def _stacked(o: Inexact[Array, "g w p"], n: int, dtype) -> Float[Array, "2r p"]:
-    """[Re Ō; Im Ō]/√n of this device's rows, in the matmul precision."""
-    r = o.shape[0] * o.shape[1]
-    o = o.reshape(r, o.shape[-1])
-    return (jnp.concatenate([jnp.real(o), jnp.imag(o)], axis=0) / jnp.sqrt(n)).astype(dtype)
+def _rows(jac: Rows, dtype) -> list[Float[Array, "2r p"]]:
+    """This device's rows of O = [Re O; Im O] (sample-major, then real/imaginary), block by block (uncentred)."""
+    return [b.reshape(-1, b.shape[-1]).astype(dtype) for b in _blocks(jac)]
 
 
-def _kernel(a: Float[Array, "2r p"], axis: str | None) -> Float[Array, "2n 2n"]:
-    """A Aᵀ over all devices' rows (ordered device-major), float64, assembled around a ring."""
+def _gram(a: list[Array], b: list[Array]) -> Float[Array, "r s"]:
+    """Σ_blocks a bᵀ in float64."""
+    return sum((x @ y.T).astype(jnp.float64) for x, y in zip(a, b))
+
+
+def _kernel(a: list[Float[Array, "2r p"]], axis: str | None) -> Float[Array, "2n 2n"]:
+    """a aᵀ over all devices' rows (ordered device-major), float64, assembled around a ring."""
     if axis is None:
-        return (a @ a.T).astype(jnp.float64)
+        return _gram(a, a)
     d = _n_devices(axis)
     me = jax.lax.axis_index(axis)
-    rows = a.shape[0]
+    rows = a[0].shape[0]
     ring = [(i, (i - 1) % d) for i in range(d)]  # device i passes its block to i − 1
     blocks = jnp.zeros((d, rows, rows), jnp.float64)
     other = a
     for k in range(d):
-        blocks = blocks.at[(me + k) % d].set((a @ other.T).astype(jnp.float64))
+        blocks = blocks.at[(me + k) % d].set(_gram(a, other))
         if k + 1 < d:
             other = jax.lax.ppermute(other, axis, ring)
     mine = jnp.transpose(blocks, (1, 0, 2)).reshape(rows, d * rows)  # my rows, all columns
     return _gather(mine, axis, 0)
 
 
-def _samples_in_device_order(x: Float[Array, "g w"], axis: str | None) -> Float[Array, " 2n"]:
-    """[Re; Im] of this device's residual rows, gathered in the row order of :func:`_kernel`."""
-    local = jnp.concatenate([jnp.real(x).ravel(), jnp.imag(x).ravel()])
-    return _gather(local, axis, 0)
+def _samples_in_device_order(x: Complex[Array, "g w"], axis: str | None) -> Float[Array, " 2n"]:
+    """[Re, Im] of this device's residuals, in the row order of :func:`_rows`, gathered device-major."""
+    return _gather(_residual_parts(x).ravel(), axis, 0)
+
+
+def _project(a: list[Array], vector: Float[Array, " p"], g: int, axis: str | None) -> Float[Array, " 2n"]:
+    """Ō v for all devices' rows (gathered, float64): C (O v)."""
+    local = sum((x @ v.astype(x.dtype)).astype(jnp.float64) for x, v in zip(a, _split(vector, a)))
+    return _centre(_gather(local, axis, 0), g, _n_devices(axis))
 
 
 def spring_direction(
-    jac: Inexact[Array, "g w p"],
+    jac: Rows,
     residual: Complex[Array, "g w"],
     previous: Float[Array, " p"],
     damping: float | Float[Array, ""],
@@ -126,30 +189,39 @@ def spring_direction(
     axis: str | None = None,
     matmul_dtype=jnp.float64,
 ) -> Float[Array, " p"]:
-    """The SPRING direction φ (before the learning rate); ``jac`` and ``residual`` are this device's walkers."""
-    n = residual.size * _n_devices(axis)
-    a = _stacked(centred_jacobian(jac, axis), n, matmul_dtype)
-    b = _samples_in_device_order(residual, axis) / jnp.sqrt(n)
-    kernel = _kernel(a, axis) + damping * jnp.eye(2 * n, dtype=jnp.float64)
-    a_prev = _gather((a @ previous.astype(matmul_dtype)).astype(jnp.float64), axis, 0)
+    """The SPRING direction φ (before the learning rate); ``jac`` and ``residual`` are this device's walkers.
+
+    With the uncentred rows O (√n A = C O, C the group-centring projector, so
+    no centred or scaled copy of the Jacobian is made):
+    φ = Oᵀ C (C O Oᵀ C + nλ I)⁻¹ (√n b − μ C O φ_prev) + μ φ_prev.
+    """
+    d = _n_devices(axis)
+    g = residual.shape[0]
+    n = residual.size * d
+    a = _rows(jac, matmul_dtype)
+    b = _samples_in_device_order(residual, axis)  # √n b
+    kernel = _centre(_centre(_kernel(a, axis), g, d).T, g, d) + n * damping * jnp.eye(2 * n, dtype=jnp.float64)
     chol = jnp.linalg.cholesky(kernel)
-    y = jax.scipy.linalg.cho_solve((chol, True), b - momentum * a_prev)
-    rows = a.shape[0]
-    mine = y if axis is None else jax.lax.dynamic_slice_in_dim(y, jax.lax.axis_index(axis) * rows, rows)
-    return _psum((a.T @ mine.astype(matmul_dtype)).astype(jnp.float64), axis) + momentum * previous
+    y = _centre(jax.scipy.linalg.cho_solve((chol, True), b - momentum * _project(a, previous, g, axis)), g, d)
+    rows = a[0].shape[0]
+    mine = (y if axis is None else jax.lax.dynamic_slice_in_dim(y, jax.lax.axis_index(axis) * rows, rows)).astype(matmul_dtype)
+    direction = jnp.concatenate([(x.T @ mine).astype(jnp.float64) for x in a])
+    return _psum(direction, axis) + momentum * previous
 
 
 def constrain_step(
-    jac: Inexact[Array, "g w p"],
+    jac: Rows,
     direction: Float[Array, " p"],
     learning_rate: float | Float[Array, ""],
     max_norm: float,
     axis: str | None = None,
 ) -> Float[Array, " p"]:
     """η φ scaled down so that its Fisher norm √(mean |Ō η φ|²) ≤ max_norm."""
-    o = centred_jacobian(jac, axis)
-    n = o.shape[0] * o.shape[1] * _n_devices(axis)
-    fisher = jnp.sqrt(_psum(jnp.sum(jnp.abs(jnp.einsum("gwp,p->gw", o, direction.astype(o.dtype))) ** 2), axis) / n)
+    blocks = _blocks(jac)
+    g = blocks[0].shape[0]
+    n = g * blocks[0].shape[1] * _n_devices(axis)
+    projected = _project(_rows(blocks, blocks[0].dtype), direction, g, axis)  # Re, Im of Ō φ, all rows
+    fisher = jnp.sqrt(jnp.sum(projected**2) / n)
     step_norm = learning_rate * fisher
     scale = jnp.minimum(1.0, max_norm / jnp.maximum(step_norm, 1e-30))
     return learning_rate * scale * direction
