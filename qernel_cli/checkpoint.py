@@ -21,9 +21,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from qernel_cli.errors import QernelError
+from qernel_cli.errors import QernelError, os_reason
 
 FORMAT = "qernel-checkpoint/1"
+TMP_SUFFIX = ".tmp"
 
 
 class CheckpointError(QernelError):
@@ -43,8 +44,9 @@ def save(path: Path, tree: Any, header: dict[str, Any]) -> None:
     meta = json.dumps({"format": FORMAT, "names": names, "header": header})
     buffer = io.BytesIO()
     np.savez(buffer, __meta__=np.frombuffer(meta.encode(), dtype=np.uint8), **arrays)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=TMP_SUFFIX, dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(buffer.getvalue())
             f.flush()
@@ -55,10 +57,26 @@ def save(path: Path, tree: Any, header: dict[str, Any]) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as error:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError):
+            kept = "the previous checkpoint is intact" if path.exists() else "no checkpoint was written"
+            raise CheckpointError(f"cannot write checkpoint {path}: {os_reason(error)}; {kept}") from None
         raise
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes that a killed process left beside ``path``.
+
+    Only the run's single writer calls this (on resume), so no live write is
+    disturbed. Returns the files removed.
+    """
+    path = Path(path)
+    stale = sorted(path.parent.glob(f"{path.name}.*{TMP_SUFFIX}"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 def read_header(path: Path) -> dict[str, Any]:
@@ -75,8 +93,11 @@ def _load(path: Path) -> tuple[dict[str, Any], Any]:
         meta = json.loads(bytes(data["__meta__"]).decode())
     except Exception as error:  # zipfile/ValueError/KeyError/JSON errors all mean "corrupt"
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(error).__name__})") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"checkpoint {path} has format {found!r}, expected {FORMAT!r} (written by another version of QERNEL?)")
+    if not isinstance(meta.get("names"), list) or not isinstance(meta.get("header"), dict):
+        raise CheckpointError(f"checkpoint {path} is corrupt (its metadata lacks the leaf names or the header)")
     return meta, data
 
 
@@ -88,7 +109,10 @@ def restore(path: Path, template: Any) -> tuple[Any, dict[str, Any]]:
         raise CheckpointError(f"checkpoint {path} does not match this model/config (different parameter structure)")
     leaves = []
     for i, (name, like) in enumerate(expected):
-        value = data[f"leaf{i:05d}"]
+        try:
+            value = data[f"leaf{i:05d}"]
+        except Exception as error:  # a damaged archive member (bad CRC, truncated) or a missing one
+            raise CheckpointError(f"checkpoint {path} is corrupt: cannot read {name} ({type(error).__name__})") from None
         like_shape = np.shape(like)
         if value.shape != like_shape:
             raise CheckpointError(f"checkpoint {path}: {name} has shape {value.shape}, the model expects {like_shape}")

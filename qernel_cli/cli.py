@@ -9,10 +9,11 @@ from typing import Annotated, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from qernel_cli import __version__
-from qernel_cli.errors import QernelError
+from qernel_cli.errors import QernelError, one_line, os_error_message
 
 app = typer.Typer(
     name="qernel",
@@ -40,8 +41,13 @@ SetOption = Annotated[
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print ``qernel: error: message`` on stderr (one line) and return the Exit to raise."""
-    err.print(f"[bold red]qernel: error:[/] {message}", soft_wrap=True, highlight=False)
+    err.print(f"[bold red]qernel: error:[/] {escape(one_line(message))}", soft_wrap=True, highlight=False)
     return typer.Exit(code)
+
+
+def warning(message: str) -> None:
+    """Print ``warning: message`` on stderr (one line; the message is not read as markup)."""
+    err.print(f"[yellow]warning:[/] {escape(one_line(message))}", soft_wrap=True, highlight=False)
 
 
 def user_errors(command: Callable) -> Callable:
@@ -53,6 +59,10 @@ def user_errors(command: Callable) -> Callable:
             return command(*args, **kwargs)
         except QernelError as error:
             raise fail(str(error), error.exit_code) from None
+        except OSError as error:  # the file system refused (disk full, read-only, no permission) where no caller said more
+            if isinstance(error, BrokenPipeError):  # `qernel … | head`: typer exits quietly
+                raise
+            raise fail(os_error_message(error)) from None
         except Exception as error:  # noqa: BLE001  (only device out-of-memory is translated)
             if "RESOURCE_EXHAUSTED" not in str(error):
                 raise
@@ -244,6 +254,9 @@ def train(
     except KeyboardInterrupt:
         reporter.stop()
         raise fail(f"interrupted; the last checkpoint in {out_dir} is intact (continue with `qernel train --resume --out {out_dir}`)", 130) from None
+    except BaseException:
+        reporter.discard()  # before the error message: no half-finished bar above it
+        raise
     if parallel.process_count() > 1:  # every process: they must agree
         err.print(f"parameter fingerprint (process {parallel.process_index()}): {summary['parameter_fingerprint']}", highlight=False)
     if not parallel.is_main_process():
@@ -253,7 +266,7 @@ def train(
     else:
         _print_energies(summary)
     for message in summary.get("warnings", []):
-        err.print(f"[yellow]warning:[/] {message}", soft_wrap=True, highlight=False)
+        warning(message)
 
 
 def _print_energies(summary: dict) -> None:
@@ -311,7 +324,7 @@ def sample(
     with task_progress(err, "sample", enabled=not quiet) as progress:
         summary = sample_to_store(
             run_dir, depth, out_store, walkers=walkers, records=records, sweeps=sweeps, burn_in=burn_in, seed=seed,
-            warn=lambda message: err.print(f"[yellow]warning:[/] {message}", soft_wrap=True, highlight=False),
+            warn=warning,
             progress=progress,
         )
     if json_:
@@ -423,7 +436,7 @@ def phasediagram(
     with task_progress(err, "phase diagram", enabled=not quiet) as progress:
         summary = phase_diagram(
             run_dir, grid_meV, out_dir, walkers=walkers, records=records, grid=grid, seed=seed,
-            warn=lambda message: err.print(f"[yellow]warning:[/] {message}", soft_wrap=True, highlight=False),
+            warn=warning,
             progress=progress,
         )
     if json_:
@@ -451,8 +464,23 @@ def phasediagram(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    Usage errors (an unknown option, a bad option value, a missing argument)
+    are one ``qernel: error:`` line pointing to ``--help``, like every other
+    error; ``qernel`` alone prints the help.
+    """
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as error:  # click's usage errors
+        code = error.exit_code
+        if type(error).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+            ctx = getattr(error, "ctx", None)
+            fail(error.format_message() + (f" (see `{ctx.command_path} --help`)" if ctx is not None else ""), code)
+    except typer.Abort:
+        fail("aborted", 1)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ degrees, m_e); conversion to moiré units happens in :mod:`qernel_cli.units`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import fractions
 import math
 import tomllib
@@ -18,7 +19,7 @@ from typing import Any, Literal
 
 import tomli_w
 
-from qernel_cli.errors import QernelError
+from qernel_cli.errors import QernelError, os_reason
 from qernel_cli.lattice import Supercell
 from qernel_cli.units import Material
 
@@ -221,39 +222,54 @@ def _coerce(value: Any, tp: Any, field: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is Literal:
         if value not in typing.get_args(tp):
-            raise ConfigError(f"{field}: expected one of {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{field}: expected one of {_type_name(tp)}, got {_short(value)}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{field}: expected true or false, got {value!r}")
+            raise ConfigError(f"{field}: expected true or false, got {_short(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{field}: expected an integer, got {value!r}")
+            raise ConfigError(f"{field}: expected an integer, got {_short(value)}")
+        if not -(2**63) <= value < 2**63:  # TOML integers are 64-bit; so are the arrays they size
+            raise ConfigError(f"{field}: {_short(value)} is out of the 64-bit integer range")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{field}: expected a number, got {value!r}")
+            raise ConfigError(f"{field}: expected a number, got {_short(value)}")
         value = float(value)
         if not math.isfinite(value):
             raise ConfigError(f"{field}: expected a finite number, got {value!r}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{field}: expected a string, got {value!r}")
+            raise ConfigError(f"{field}: expected a string, got {_short(value)}")
         return value
     raise TypeError(f"unsupported config type {tp!r} for {field}")  # pragma: no cover
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr`` of a value (one line: strings escape their line breaks), cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _unknown_key(path: str, name: str, known: list[str]) -> str:
+    """"unknown key a.b; did you mean a.c? known: …" (the suggestion only if a known key is close)."""
+    close = difflib.get_close_matches(name, known, n=1) or difflib.get_close_matches(name.lower(), known, n=1)
+    hint = f"; did you mean {path[: -len(name)]}{close[0]}?" if close else ";"
+    return f"unknown key {path}{hint} known: {', '.join(sorted(known))}"
+
+
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a table, got {data!r}")
+        raise ConfigError(f"{prefix or 'config'}: expected a table, got {_short(data)}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         where = f"[{prefix}]" if prefix else "top level"
-        raise ConfigError(f"unknown key {prefix + '.' if prefix else ''}{unknown[0]} in {where}; known: {', '.join(sorted(names))}")
+        raise ConfigError(f"{_unknown_key(f'{prefix}.{unknown[0]}' if prefix else unknown[0], unknown[0], sorted(names))} (in {where})")
     kwargs = {}
     for name in names & set(data):
         tp = hints[name]
@@ -300,7 +316,7 @@ def validate(config: Config) -> None:
             )
         if int(expected) != n:
             raise ConfigError(
-                f"electrons.filling: ν = {el.filling} on {sc.L1}×{sc.L2} needs N = {int(expected)} electrons, "
+                f"electrons.filling: ν = {el.filling} on {sc.L1}×{sc.L2} needs N = {_short(int(expected))} electrons, "
                 f"but n_up + n_down = {n}"
             )
     if ham.V_min_meV < 0 or ham.V_max_meV < ham.V_min_meV:
@@ -364,15 +380,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"override {text!r}: expected section.key=value")
+        raise ConfigError(f"override {_short(text)}: expected section.key=value")
     parts = key.split(".")
     if any(not p.strip() for p in parts):
-        raise ConfigError(f"override {text!r}: malformed key {key!r}")
+        raise ConfigError(f"override {_short(text)}: malformed key {_short(key)}")
     raw = raw.strip()
     if not raw:
-        raise ConfigError(f"override {text!r}: missing value")
+        raise ConfigError(f"override {_short(text)}: missing value")
     try:
-        value = tomllib.loads(f"v = {raw}")["v"]
+        document = tomllib.loads(f"v = {raw}")
+        value = document["v"] if len(document) == 1 else raw  # "3\nother = 4" is not one TOML value
     except tomllib.TOMLDecodeError:
         value = raw
     return [p.strip() for p in parts], value
@@ -395,17 +412,19 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             path = ".".join(parts[: i + 1])
             fields = {f.name: f for f in dataclasses.fields(cls)}
             if part not in fields:
-                raise ConfigError(f"override {text!r}: unknown key {path}; known: {', '.join(sorted(fields))}")
+                raise ConfigError(f"override {_short(text)}: {_unknown_key(path, part, sorted(fields))}")
             tp = typing.get_type_hints(cls)[part]
             last = i == len(parts) - 1
             if dataclasses.is_dataclass(tp):
                 if last:
-                    raise ConfigError(f"override {text!r}: {path} is a section; set one of its keys, e.g. {path}.<key>=...")
+                    raise ConfigError(f"override {_short(text)}: {path} is a section; set one of its keys, e.g. {path}.<key>=...")
                 node = node.setdefault(part, {})
+                if not isinstance(node, dict):  # the preset file has a value where a section belongs
+                    raise ConfigError(f"{path}: expected a table, got {_short(node)}")
                 cls = tp
             else:
                 if not last:
-                    raise ConfigError(f"override {text!r}: {path} is a value, not a section")
+                    raise ConfigError(f"override {_short(text)}: {path} is a value, not a section")
                 # Friendly coercion of bare strings for numbers is not done: TOML already parsed them.
                 node[part] = value
     return data
@@ -434,8 +453,10 @@ def read_toml(path: Path) -> dict[str, Any]:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read config file {path}: {err}") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {os_reason(err)}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"cannot read config file {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

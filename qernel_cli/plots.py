@@ -93,9 +93,9 @@ def phase_diagram_figure(path: Path, depths: np.ndarray, series: dict[str, tuple
     axes[1].set_ylabel("E_int / N (meV)")
     axes[2].errorbar(depths, order[0], yerr=order[1], fmt="o-", ms=3, lw=1, color="C4")
     if liquid_order is not None:
-        axes[2].axhline(liquid_order, color="gray", ls=":", lw=0.8, label="uncorrelated liquid 4/N")
+        axes[2].axhline(liquid_order, color="gray", ls=":", lw=0.8, label="randomly occupied sites")
         axes[2].legend(fontsize=8)
-    axes[2].set_ylabel("crystal order m² = 4⟨|ρ_K|²⟩/N²")
+    axes[2].set_ylabel("site-projected crystal order m²_site")
     for ax in axes:
         ax.set_xlabel("moiré depth V (meV)")
         if transition is not None and np.isfinite(transition[0]):

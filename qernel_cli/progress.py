@@ -79,6 +79,12 @@ class TrainReporter:
             self.progress.stop()
             self.progress = None
 
+    def discard(self) -> None:
+        """Stop without leaving the bar behind (before an error message): erased on a terminal, not printed elsewhere."""
+        if self.progress is not None:
+            _discard(self.progress)
+            self.progress = None
+
 
 @contextlib.contextmanager
 def task_progress(console: Console, description: str, enabled: bool = True) -> Iterator[Callable[[int, int, dict], None]]:
@@ -95,5 +101,22 @@ def task_progress(console: Console, description: str, enabled: bool = True) -> I
         )
         progress.update(task, completed=done, total=total, info=info)
 
-    with progress:
+    progress.start()
+    try:
         yield update
+    except BaseException:
+        _discard(progress)  # an error leaves no half-finished bar above its one-line message
+        raise
+    progress.stop()
+
+
+def _discard(progress: Progress) -> None:
+    """Stop a progress display without leaving it behind: erased on a terminal, not printed elsewhere."""
+    console = progress.console
+    quiet = console.quiet
+    progress.live.transient = True
+    console.quiet = quiet or not console.is_terminal
+    try:
+        progress.stop()
+    finally:
+        console.quiet = quiet

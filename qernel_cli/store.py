@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import os
 import platform
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from qernel_cli.errors import QernelError
+from qernel_cli.errors import QernelError, os_reason
 
 STORE_FORMAT = "qernel-store/1"
 
@@ -61,10 +62,15 @@ def provenance() -> dict[str, Any]:
 
 def create(path: Path, variables: dict[str, Variable], sizes: dict[str, int], attrs: dict[str, Any]) -> zarr.Group:
     """Create a new store with empty (length-0 along the first dimension) arrays."""
-    group = zarr.open_group(str(path), mode="w-")
-    group.attrs.update({"format": STORE_FORMAT, **provenance(), **attrs})
-    for name, var in variables.items():
-        _create_array(group, name, var, sizes, 0)
+    try:
+        group = zarr.open_group(str(path), mode="w-")
+        group.attrs.update({"format": STORE_FORMAT, **provenance(), **attrs})
+        for name, var in variables.items():
+            _create_array(group, name, var, sizes, 0)
+    except OSError as error:
+        failure = StoreError(f"cannot create store {path}: {os_reason(error)}")
+        failure.reason = os_reason(error)
+        raise failure from None
     return group
 
 
@@ -94,11 +100,79 @@ def open_existing(path: Path, mode: str = "r") -> zarr.Group:
     try:
         group = zarr.open_group(str(path), mode=mode)
         fmt = group.attrs.get("format")
+    except OSError as error:
+        raise StoreError(f"cannot open store {path}: {os_reason(error)}") from None
     except Exception as error:
-        raise StoreError(f"cannot open store {path}: {type(error).__name__}: {error}".splitlines()[0]) from None
+        raise StoreError(f"cannot open store {path} (damaged or not a zarr store): {type(error).__name__}: {error}".splitlines()[0]) from None
     if fmt != STORE_FORMAT:
+        if isinstance(fmt, str) and fmt.startswith(STORE_FORMAT.split("/")[0] + "/"):
+            from qernel_cli import __version__
+
+            raise StoreError(
+                f"{path} was written by another version of QERNEL ({group.attrs.get('qernel_version', 'unknown')}, "
+                f"format {fmt!r}); qernel {__version__} reads format {STORE_FORMAT!r}"
+            )
         raise StoreError(f"{path} is not a QERNEL store of format {STORE_FORMAT!r} (found {fmt!r})")
+    if mode != "r":
+        discard_partial_writes(path)
     return group
+
+
+_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
+
+
+def discard_partial_writes(path: Path) -> list[Path]:
+    """Delete the temporary files of writes that a killed process left inside a store.
+
+    zarr writes every file to ``NAME.<uuid>.partial`` and renames it into place;
+    a process killed in between leaves the ``.partial`` file, which readers
+    then warn about. Only the store's single writer calls this.
+    """
+    stale = [Path(root) / name for root, _, files in os.walk(path) for name in files if _PARTIAL.search(name)]
+    for file in stale:
+        file.unlink(missing_ok=True)
+    return stale
+
+
+def location(group: zarr.Group) -> str:
+    """The file-system path of a store's group (for messages)."""
+    root = getattr(group.store, "root", None)
+    return str(Path(root) / group.path) if root is not None else str(group.store_path)
+
+
+def _write_error(group: zarr.Group, error: OSError) -> StoreError:
+    failure = StoreError(f"cannot write to store {location(group)}: {os_reason(error)}")
+    failure.reason = os_reason(error)
+    return failure
+
+
+def check_intact(group: zarr.Group, dim: str, complete: tuple[str, ...] = ()) -> None:
+    """Refuse a store whose arrays along ``dim`` lost chunks or hold unreadable ones (before appending to it).
+
+    The arrays named in ``complete`` never hold a whole chunk of fill values,
+    so each of their chunks was written and a missing one was deleted. The
+    last chunk of every array is decoded, since an append rewrites it.
+    """
+    where = location(group)
+    try:
+        arrays = list(group.arrays())
+    except Exception as error:  # a member's metadata does not parse
+        raise StoreError(f"store {where} is damaged: cannot read the metadata of its arrays ({type(error).__name__})") from None
+    for name, array in arrays:
+        if _growing_dim(array) != dim or array.shape[0] == 0:
+            continue
+        try:
+            if name in complete and array.nchunks_initialized < array.nchunks:
+                raise StoreError(
+                    f"store {where} is damaged: {name} lacks {array.nchunks - array.nchunks_initialized} "
+                    f"of its {array.nchunks} chunks (files deleted?); write to a new store"
+                )
+            n = array.shape[0]
+            array[(n - 1) // array.chunks[0] * array.chunks[0] : n]
+        except StoreError:
+            raise
+        except Exception as error:  # a chunk that does not decode (truncated or overwritten file)
+            raise StoreError(f"store {where} is damaged: cannot read {name} ({type(error).__name__}: {error})".splitlines()[0]) from None
 
 
 def length(group: zarr.Group, name: str) -> int:
@@ -118,27 +192,41 @@ def _growing_dim(array: zarr.Array) -> str | None:
 
 def append(group: zarr.Group, rows: dict[str, Any]) -> None:
     """Append one row to each named array (the growing first dimension)."""
-    for name, value in rows.items():
-        array = group[name]
-        value = np.asarray(value, dtype=array.dtype)
-        array.append(value[None, ...], axis=0)
+    append_rows(group, [rows])
 
 
 def truncate(group: zarr.Group, n: int, dim: str) -> None:
     """Cut every array that grows along ``dim`` to its first ``n`` rows (used on resume)."""
-    for _, array in group.arrays():
-        if _growing_dim(array) == dim and array.shape[0] > n:
-            array.resize((n, *array.shape[1:]))
+    try:
+        for _, array in group.arrays():
+            if _growing_dim(array) == dim and array.shape[0] > n:
+                array.resize((n, *array.shape[1:]))
+    except OSError as error:
+        raise _write_error(group, error) from None
 
 
 def append_rows(group: zarr.Group, rows: list[dict[str, Any]]) -> None:
-    """Append several rows at once (one resize per array; cheaper than row by row)."""
+    """Append several rows at once (one resize per array; cheaper than row by row).
+
+    If the file system refuses a write (disk full, read-only), the arrays
+    grown so far are cut back (as far as the file system still allows) and a
+    one-line :class:`StoreError` is raised; earlier rows are never touched.
+    """
     if not rows:
         return
-    for name in rows[0]:
-        array = group[name]
-        block = np.stack([np.asarray(row[name], dtype=array.dtype) for row in rows])
-        array.append(block, axis=0)
+    grown: list[tuple[zarr.Array, int]] = []
+    try:
+        for name in rows[0]:
+            array = group[name]
+            block = np.stack([np.asarray(row[name], dtype=array.dtype) for row in rows])
+            grown.append((array, array.shape[0]))
+            array.append(block, axis=0)
+    except OSError as error:
+        for array, n in grown:
+            with contextlib.suppress(Exception):
+                if array.shape[0] > n:
+                    array.resize((n, *array.shape[1:]))
+        raise _write_error(group, error) from None
 
 
 def repair(group: zarr.Group, dim: str) -> int:
@@ -161,33 +249,51 @@ def write_lock(path: Path) -> Iterator[None]:
 
     A lock left behind by a process that no longer exists is taken over; a
     live writer makes this raise :class:`StoreLocked` instead of letting two
-    writers corrupt the store.
+    writers corrupt the store. The lock file appears with its pid already in
+    it (written beside it, then hard-linked into place), so another process
+    never reads a half-made lock.
     """
     path = Path(path)
     lock = path.with_name(path.name + LOCK_SUFFIX)
     for _ in range(2):
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or "0")
-            except (OSError, ValueError):
-                pid = 0
-            if pid and _alive(pid):
-                raise StoreLocked(f"store {path} is being written by another process (pid {pid}); wait for it to finish") from None
-            lock.unlink(missing_ok=True)  # stale lock of a dead writer
-            continue
+            if _create_lock(lock):
+                break
         except OSError as error:
-            raise StoreError(f"cannot write to store {path}: {error.strerror or error}") from None
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        break
+            raise StoreError(f"cannot write to store {path}: {os_reason(error)}") from None
+        pid = lock_owner(path)
+        if pid:
+            raise StoreLocked(f"store {path} is being written by another process (pid {pid}); wait for it to finish") from None
+        lock.unlink(missing_ok=True)  # stale lock of a dead writer
     else:
         raise StoreLocked(f"store {path} is locked ({lock}); remove the lock file if no qernel process is running")
     try:
         yield
     finally:
         lock.unlink(missing_ok=True)
+
+
+def _create_lock(lock: Path) -> bool:
+    """Atomically create ``lock`` holding this process's pid; False if it exists."""
+    tmp = lock.with_name(f"{lock.name}.{os.getpid()}.tmp")
+    tmp.write_text(str(os.getpid()))
+    try:
+        os.link(tmp, lock)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def lock_owner(path: Path) -> int | None:
+    """The pid of the live process that holds the writer lock of store ``path``, else None."""
+    lock = Path(path).with_name(Path(path).name + LOCK_SUFFIX)
+    try:
+        pid = int(lock.read_text().strip() or "0")
+    except (OSError, ValueError):
+        return None
+    return pid if pid and _alive(pid) else None
 
 
 def _alive(pid: int) -> bool:

@@ -32,7 +32,7 @@ from jax.sharding import Mesh
 
 from qernel_cli import checkpoint, parallel, store
 from qernel_cli.config import Config, from_dict, read_toml
-from qernel_cli.errors import QernelError
+from qernel_cli.errors import QernelError, os_reason
 from qernel_cli.hamiltonian.ewald import EwaldSum
 from qernel_cli.interrupt import deferred_interrupt
 from qernel_cli.model import make_wavefunction
@@ -156,7 +156,9 @@ def prepare_run_dir(out_dir: Path, config: Config | None, *, resume: bool, force
     if resume:
         if not (out_dir / CONFIG_FILE).is_file():
             raise RunError(f"cannot resume: {out_dir} is not a QERNEL run directory (no {CONFIG_FILE})")
-        return _stored_config(out_dir, steps)
+        config = _stored_config(out_dir, steps)
+        _check_resumable(out_dir)
+        return config
     if config is None:
         raise RunError("a config (preset) is needed to start a new run")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -169,17 +171,46 @@ def prepare_run_dir(out_dir: Path, config: Config | None, *, resume: bool, force
         out_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write(out_dir / CONFIG_FILE, config.to_toml())
     except OSError as error:
-        raise RunError(f"cannot write run directory {out_dir}: {error.strerror or error}") from None
+        raise RunError(f"cannot write run directory {out_dir}: {os_reason(error)}") from None
     return config
 
 
+def _check_resumable(out_dir: Path) -> None:
+    """Refuse (before anything is built or written) a checkpoint that does not load, or one lost after steps were stored.
+
+    Without a checkpoint the run was stopped before its first one and starts
+    over, unless ``train.zarr`` already holds optimisation steps. Temporary
+    files of checkpoint writes cut short by a killed process are removed.
+    """
+    ckpt = out_dir / CHECKPOINT_FILE
+    if ckpt.exists():
+        checkpoint.read_header(ckpt)
+        checkpoint.remove_stale_temporaries(ckpt)
+        return
+    try:
+        stored = store.dimension_length(store.open_existing(out_dir / TRAIN_STORE), "step")
+    except Exception:  # noqa: BLE001
+        stored = 0  # no store, or one cut short while being created: nothing to resume from
+    if stored:
+        raise RunError(
+            f"cannot resume: {ckpt} is missing but {out_dir / TRAIN_STORE} holds {stored} steps; "
+            "restore the checkpoint, or start a new run (--force deletes this one)"
+        )
+
+
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise RunError(f"cannot write {path}: {os_reason(error)}") from None
 
 
 # ---------------------------------------------------------------------------
@@ -451,6 +482,7 @@ def train(
             rejected_total = int(header.get("rejected", 0))
             if main:
                 group = store.open_existing(store_path, mode="a")
+                store.check_intact(group, "step", complete=("depth", "wall_time"))
                 done = int(header["step"])
                 stored = store.dimension_length(group, "step")
                 if stored < done:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from qernel_cli import samples, store
+from qernel_cli.errors import os_reason
 from qernel_cli.lattice import MOIRE_G, MOIRE_VECTORS, Supercell
 from qernel_cli.observables import (
     blocking,
@@ -84,11 +85,14 @@ def aligned_positions(positions: np.ndarray, supercell: Supercell) -> np.ndarray
 
 def observe_depth(group, rows: np.ndarray, supercell: Supercell, grid: int, q_max: float, phi_deg: float) -> DepthObservables:
     """Observables from the records ``rows`` (all at one depth) of a sample store."""
-    positions = np.asarray(group["positions"].get_orthogonal_selection((rows, slice(None), slice(None), slice(None))))
+    positions = samples.read(group, "positions", (rows, slice(None), slice(None), slice(None)))
+    if not np.all(np.isfinite(positions)):  # unwritten (deleted) chunks read as NaN
+        bad = int(np.sum(~np.all(np.isfinite(positions), axis=(1, 2, 3))))
+        raise samples.SampleStoreError(f"sample store {store.location(group)} is damaged: {bad} records have no positions (deleted chunks?)")
     positions = np.swapaxes(positions, 0, 1)  # (walker, record, N, 2): walkers are the independent samples
     energies = {}
     for name in ENERGY_PARTS:
-        series = np.asarray(group[name].get_orthogonal_selection((rows, slice(None)))).mean(axis=1)
+        series = samples.read(group, name, (rows, slice(None))).mean(axis=1)
         b = blocking(series)
         energies[name] = (float(b.mean), float(b.error), float(b.tau))
     has_order = supercell.L1 % 3 == 0 and supercell.L2 % 3 == 0
@@ -100,7 +104,7 @@ def observe_depth(group, rows: np.ndarray, supercell: Supercell, grid: int, q_ma
         records=len(rows),
         walkers=positions.shape[0],
         energies=energies,
-        acceptance=float(np.mean(group["acceptance"].get_orthogonal_selection((rows,)))),
+        acceptance=float(np.mean(samples.read(group, "acceptance", (rows,)))),
         density=density.value,
         density_error=density.error,
         density_cell=fold_to_moire_cell(density.value, supercell),
@@ -115,7 +119,9 @@ def observe_depth(group, rows: np.ndarray, supercell: Supercell, grid: int, q_ma
 def depth_rows(group) -> dict[float, np.ndarray]:
     """Record indices per distinct depth (sessions at the same depth are pooled)."""
     n = store.dimension_length(group, "record")
-    depth = np.asarray(group["depth"][:n])
+    depth = samples.read(group, "depth", (slice(0, n),))
+    if not np.all(np.isfinite(depth)):
+        raise samples.SampleStoreError(f"sample store {store.location(group)} is damaged: {int(np.sum(~np.isfinite(depth)))} records have no depth (deleted chunks?)")
     return {float(v): np.flatnonzero(depth == v) for v in np.unique(depth)}
 
 
@@ -216,13 +222,17 @@ def write_observables(path: Path, results: list[DepthObservables], supercell: Su
             for r in results
         ]
         store.append_rows(group, rows)
-    except OSError as error:
+    except (OSError, store.StoreError) as error:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise store.StoreError(f"cannot write observables to {path}: {error.strerror or error}") from None
+        reason = os_reason(error) if isinstance(error, OSError) else getattr(error, "reason", str(error))
+        raise store.StoreError(f"cannot write observables to {path}: {reason}") from None
     old = path.with_name(path.name + ".old")
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
+    try:
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except OSError as error:
+        raise store.StoreError(f"cannot write observables to {path}: {os_reason(error)}") from None
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import zarr
 
 from qernel_cli import samples, store
-from qernel_cli.errors import QernelError
+from qernel_cli.errors import QernelError, os_reason
 from qernel_cli.observables.sites import random_site_order
 from qernel_cli.observables.transition import estimate_transition
 from qernel_cli.workflows.observe import depth_rows, observe_store
@@ -74,7 +74,12 @@ def phase_diagram(
 ) -> dict[str, Any]:
     """Sample (what is missing), observe every depth, estimate the transition; returns the JSON summary."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PhaseDiagramError(f"--out {out_dir} is a file, not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PhaseDiagramError(f"cannot create output directory {out_dir}: {os_reason(error)}") from None
     sample_store = out_dir / SAMPLES
     have = records_per_depth(sample_store)
     # Depths with fewer records than asked (new, or cut short by an interruption) get a new

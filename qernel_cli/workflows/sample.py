@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from qernel_cli import samples, store
+from qernel_cli.config import from_dict, read_toml
 from qernel_cli.errors import QernelError
 from qernel_cli.interrupt import deferred_interrupt
 from qernel_cli.vmc.sampling import sample
@@ -59,6 +60,12 @@ def sample_to_store(
     """Sample every depth and append the records to ``out_store``; returns a JSON-able summary."""
     if records < 1:
         raise SampleError(f"--records must be at least 1, got {records}")
+    config_file = Path(run_dir) / CONFIG_FILE
+    if Path(out_store).exists() and config_file.is_file():  # refuse a store we cannot append to before the slow model build
+        if owner := store.lock_owner(out_store):
+            raise store.StoreLocked(f"store {out_store} is being written by another process (pid {owner}); wait for it to finish")
+        cfg = from_dict(read_toml(config_file))
+        samples.check_appendable(out_store, walkers or cfg.sampler.walkers, cfg.n_electrons, {"config_toml": config_file.read_text()})
     run, state, header = load_trained(run_dir)
     cfg = run.config
     depths = check_depths(depths_meV, cfg.hamiltonian.V_min_meV, cfg.hamiltonian.V_max_meV, warn)

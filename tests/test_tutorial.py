@@ -1,0 +1,206 @@
+"""docs/tutorial.md: its commands run, its files appear, its numbers are of the kind it describes.
+
+The commands and the files the tutorial asks you to write are extracted from the
+markdown by docs/make_tutorial_images.py (the same code that refreshes the
+tutorial's pictures): lines of the ```bash blocks that start with `qernel ` or
+`python ` (not `python -m pip`), and ```python blocks whose first line names a
+file. The slow test runs all of them in order in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "docs" / "make_tutorial_images.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("make_tutorial_images", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+tutorial = _load_script()
+TEXT = tutorial.TUTORIAL.read_text()
+
+
+def _option(command: str, name: str) -> list[str]:
+    """Every value of ``--name VALUE`` in a command line."""
+    words = shlex.split(command)
+    return [words[i + 1] for i, word in enumerate(words[:-1]) if word == name]
+
+
+def _command(prefix: str) -> str:
+    found = [c for c in tutorial.commands(TEXT) if c.startswith(prefix)]
+    assert len(found) == 1, f"expected one `{prefix} ...` command in the tutorial, found {found}"
+    return found[0]
+
+
+# ---------------------------------------------------------------------------
+# Fast checks of the text.
+
+
+def test_every_referenced_image_exists_and_is_small():
+    images = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", TEXT)
+    assert images, "the tutorial shows no pictures"
+    for image in images:
+        path = (tutorial.TUTORIAL.parent / image).resolve()
+        assert path.is_file(), f"{image} is referenced in docs/tutorial.md but does not exist"
+        assert path.stat().st_size < 200_000, f"{image} is larger than 200 KB"
+    # The pictures the refresh script writes are the ones the tutorial shows.
+    assert {Path(i).name for i in images} == set(tutorial.PICTURES.values())
+
+
+def test_extraction_convention():
+    text = """
+```bash
+python -m pip install -e '.[dev]'
+qernel train --preset moire-tiny \\
+  --set a=1 --out runs/x   # comment
+ls runs
+```
+```python
+# hello.py
+print("hi")
+```
+```python
+print("not a file")
+```
+```text
+qernel not-a-command
+```
+"""
+    assert tutorial.commands(text) == ["qernel train --preset moire-tiny --set a=1 --out runs/x   # comment"]
+    assert tutorial.files(text) == {"hello.py": '# hello.py\nprint("hi")\n'}
+
+
+def test_a_broken_command_stops_the_run(tmp_path):
+    text = "```bash\npython -c \"print('first')\"\nqernel no-such-command\npython -c \"open('never', 'w')\"\n```\n"
+    results = tutorial.run_tutorial(tmp_path, text)
+    assert [r.returncode == 0 for r in results] == [True, False]
+    assert results[0].stdout == "first\n" and not (tmp_path / "never").exists()
+
+
+def test_the_tutorial_has_the_steps_it_promises():
+    commands = tutorial.commands(TEXT)
+    for prefix in ("qernel presets", "qernel info", "qernel config", "qernel train", "qernel sample", "qernel observe", "qernel phasediagram"):
+        assert any(c.startswith(prefix) for c in commands), f"no `{prefix}` command in the tutorial"
+    for name in tutorial.files(TEXT):
+        assert any(c == f"python {name}" for c in commands), f"{name} is written but never run"
+    # The pictures come from files that the commands write.
+    for source in tutorial.PICTURES:
+        assert source in TEXT or Path(source).name in TEXT, f"{source} is not mentioned in the tutorial"
+
+
+# ---------------------------------------------------------------------------
+# The whole tutorial.
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tutorial")
+    timings = []
+    results = tutorial.run_tutorial(workdir, TEXT, echo=lambda r: timings.append(f"{r.seconds:6.1f} s  {r.command}"))
+    print("\n".join(timings))
+    return workdir, results
+
+
+@pytest.mark.slow
+def test_every_command_succeeds(ran):
+    _, results = ran
+    last = results[-1]
+    assert last.returncode == 0, f"`{last.command}` exited with {last.returncode}:\n{last.stdout}\n{last.stderr}"
+    assert [r.command for r in results] == tutorial.commands(TEXT)
+
+
+@pytest.mark.slow
+def test_the_files_the_tutorial_shows_exist(ran):
+    workdir, results = ran
+    assert results[-1].returncode == 0
+    for path in sorted(set(re.findall(r"`(runs/[^`\s]+)`", TEXT))):
+        assert (workdir / path).exists(), f"docs/tutorial.md mentions {path}, which the commands did not write"
+    for source in tutorial.PICTURES:
+        assert (workdir / source).is_file(), source
+
+
+@pytest.mark.slow
+def test_training_outputs_are_what_the_text_describes(ran):
+    workdir, _ = ran
+    config = _command("qernel config")
+    summary = json.loads((workdir / "runs/tutorial/summary.json").read_text())
+    steps = [int(v.split("=")[1]) for v in _option(config, "--set") if v.startswith("training.steps=")]
+    assert summary["steps"] == steps[0]
+    for row in summary["depths"]:
+        assert math.isfinite(row["energy_per_electron_meV"]) and row["energy_error_meV"] > 0
+        total = row["kinetic_meV"] + row["potential_meV"] + row["interaction_meV"]
+        assert total == pytest.approx(row["energy_per_electron_meV"], abs=1e-6)
+    assert set(summary["health"]) >= {"acceptance", "clipped_fraction", "autocorrelation_sweeps"}
+
+    import xarray as xr
+
+    train = xr.open_zarr(workdir / "runs/tutorial/train.zarr", consolidated=False)
+    assert train.sizes["step"] == summary["steps"] and train["energy"].attrs["units"] == "meV"
+    assert "pretrain_infidelity" in train
+
+
+@pytest.mark.slow
+def test_observables_at_the_two_depths(ran):
+    workdir, _ = ran
+    import xarray as xr
+
+    depths = sorted(float(v) for v in _option(_command("qernel sample"), "--depth"))
+    obs = xr.open_zarr(workdir / "runs/tutorial/s.zarr", group="observables", consolidated=False)
+    assert list(obs["depth"].values) == depths
+    assert np.all(obs["energy_error"].values > 0)
+    assert np.all((obs["site_order"].values >= 0) & (obs["site_order"].values <= 1))
+    # Deeper moiré potential, lower energy per electron: by tens of meV over the tutorial's range.
+    assert obs["energy"].values[-1] < obs["energy"].values[0] - 10
+
+
+@pytest.mark.slow
+def test_phase_diagram_json_and_store(ran):
+    workdir, _ = ran
+    from qernel_cli.workflows.phasediagram import parse_depths
+
+    command = _command("qernel phasediagram")
+    grid = parse_depths(_option(command, "--depths")[0])
+    out = workdir / _option(command, "--out")[0]
+    summary = json.loads((out / "phasediagram.json").read_text())
+    rows = summary["depths"]
+    np.testing.assert_allclose([r["V_meV"] for r in rows], grid)
+    for r in rows:
+        for key in ("energy", "kinetic", "potential", "interaction"):
+            assert math.isfinite(r[f"{key}_meV"]) and r[f"{key}_error_meV"] >= 0
+        assert 0 <= r["site_order"] <= 1 and r["site_order_error"] > 0
+    energies = np.array([r["energy_meV"] for r in rows])
+    assert np.all(np.diff(energies) < 0), "E/N should fall with the depth of the moiré potential"
+    # The transition estimate the text explains: a depth with an error bar and the method that found it.
+    transition = summary["transition"]
+    assert set(transition) >= {"depth", "error", "method", "order_fit_depth", "energy_kink_depth"}
+    if math.isfinite(transition["depth"]):
+        assert grid[0] <= transition["depth"] <= grid[-1] and transition["error"] > 0
+
+    import xarray as xr
+
+    store = xr.open_zarr(out / "phasediagram.zarr", consolidated=False)
+    np.testing.assert_allclose(store["depth"].values, grid)
+    assert store.attrs["transition"] == transition
+
+
+@pytest.mark.slow
+def test_reading_the_results_prints_the_transition(ran):
+    _, results = ran
+    printed = next(r.stdout for r in results if r.command == "python read_results.py")
+    assert re.search(r"V_c = \S+ ± \S+ meV", printed) and "site_order" in printed
