@@ -205,7 +205,9 @@ def spring_direction(
     y = _centre(jax.scipy.linalg.cho_solve((chol, True), b - momentum * _project(a, previous, g, axis)), g, d)
     rows = a[0].shape[0]
     mine = (y if axis is None else jax.lax.dynamic_slice_in_dim(y, jax.lax.axis_index(axis) * rows, rows)).astype(matmul_dtype)
-    direction = jnp.concatenate([(x.T @ mine).astype(jnp.float64) for x in a])
+    # yᵀ O block by block, written as vector @ matrix: XLA's CPU dot for Oᵀ y (a transposed
+    # matrix times a vector) ran 100× slower (1.9 s against 0.02 s at 512 × 173k, float32).
+    direction = jnp.concatenate([(mine @ x).astype(jnp.float64) for x in a])
     return _psum(direction, axis) + momentum * previous
 
 
