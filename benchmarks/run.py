@@ -17,8 +17,12 @@ default JAX device:
 * **forward**: the batched log ψ (``jax.vmap`` over walkers, each with its own
   condition c): ahead-of-time compile time (lower + compile) and median time
   per walker;
-* **forward_laplacian**: the same for log ψ + folx forward Laplacian + gradient
-  (``laplacian_and_gradient(..., method="forward")``);
+* **forward_laplacian**: the same for log ψ + QERNEL's forward Laplacian +
+  gradient (``laplacian_and_gradient(model.at(c), ..., method="forward")``:
+  hand-written jets of trunk, determinant head and Jastrows), what training uses;
+* **folx_laplacian**: the same with folx's generic forward Laplacian of the
+  whole log ψ (``method="folx"``) on the same walkers, the largest difference
+  from QERNEL's, and the ratio folx / QERNEL time per walker;
 * **hessian_laplacian**: the same for the Hessian-trace reference
   (``method="hessian"``, one Hessian-vector product per coordinate), on the
   first walkers of the forward-Laplacian batch (the largest difference between
@@ -308,7 +312,7 @@ def _measure_wavefunction(spec: dict, run, result: dict, write, device) -> None:
             model = eqx.combine(p, static)
 
             def one(xi, ci):
-                lap, grad = laplacian_and_gradient(lambda y: model(y, ci), xi, method=method)
+                lap, grad = laplacian_and_gradient(model.at(ci), xi, method=method)
                 return lap, grad
 
             return jax.vmap(one)(x, c)
@@ -363,6 +367,19 @@ def _measure_wavefunction(spec: dict, run, result: dict, write, device) -> None:
     forward_out = None
     if got:
         result["forward_laplacian"], forward_out = got
+        write()
+
+    got = guarded(
+        "folx_laplacian",
+        lambda: measure("folx_laplacian", laplacian("folx"), x, c, plan.laplacian_repeats, plan.warmup),
+    )
+    if got:
+        section, folx_out = got
+        if forward_out is not None:
+            section["max_abs_difference_vs_forward"] = float(np.max(np.abs(np.asarray(folx_out[0]) - np.asarray(forward_out[0]))))
+            result["folx_over_forward_laplacian"] = section["per_walker_s"] / result["forward_laplacian"]["per_walker_s"]
+            log(f"  folx / QERNEL forward Laplacian time per walker: {result['folx_over_forward_laplacian']:.2f}")
+        result["folx_laplacian"] = section
         write()
 
     limit = spec["skip_hessian_above"]
@@ -711,7 +728,7 @@ def _fmt(value, scale=1.0, spec=".3g", missing="-"):
 def table(report: dict) -> str:
     header = (
         f"{'preset':>10} {'N':>4} {'cells':>6} {'params':>9} {'W':>4} | {'logψ ms/w':>9} {'fwdLap ms/w':>11} "
-        f"{'Hess ms/w':>10} {'ratio':>6} | {'s/step':>8} {'steps/s':>8} {'ms/step/w':>9} {'1st step s':>10} "
+        f"{'folx ms/w':>9} {'Hess ms/w':>10} {'ratio':>6} | {'s/step':>8} {'steps/s':>8} {'ms/step/w':>9} {'1st step s':>10} "
         f"{'to 1st s':>8} {'finite':>6} | {'peak GiB':>8}"
     )
     lines = [header, "-" * len(header)]
@@ -722,6 +739,7 @@ def table(report: dict) -> str:
             f"{'x'.join(map(str, r.get('supercell', []))) or '-':>6} {_fmt(r.get('parameters'), spec=',d'):>9} "
             f"{_fmt(r.get('walkers'), spec='d'):>4} | "
             f"{_fmt(_get(r, 'forward', 'per_walker_s'), 1e3):>9} {_fmt(_get(r, 'forward_laplacian', 'per_walker_s'), 1e3):>11} "
+            f"{_fmt(_get(r, 'folx_laplacian', 'per_walker_s'), 1e3):>9} "
             f"{_fmt(_get(r, 'hessian_laplacian', 'per_walker_s'), 1e3):>10} {_fmt(r.get('hessian_over_forward_laplacian'), spec='.2f'):>6} | "
             f"{_fmt(s.get('step_s_median')):>8} {_fmt(s.get('steps_per_s')):>8} {_fmt(s.get('per_walker_step_s'), 1e3):>9} "
             f"{_fmt(s.get('first_step_s'), spec='.1f'):>10} {_fmt(s.get('time_to_first_step_s'), spec='.1f'):>8} "
@@ -734,6 +752,7 @@ def table(report: dict) -> str:
     lines.append("compile (s): " + "; ".join(
         f"{r['preset']}: logψ {_fmt(_get(r, 'forward', 'compile_s'), spec='.1f')}, "
         f"fwdLap {_fmt(_get(r, 'forward_laplacian', 'compile_s'), spec='.1f')}, "
+        f"folx {_fmt(_get(r, 'folx_laplacian', 'compile_s'), spec='.1f')}, "
         f"Hess {_fmt(_get(r, 'hessian_laplacian', 'compile_s'), spec='.1f')}"
         for r in report["presets"]
     ))

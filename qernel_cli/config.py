@@ -148,9 +148,11 @@ class TrainingConfig:
     (0: all walkers at once).
     ``evaluate_blocks``: blocks of ``sampler.steps_per_iteration`` sweeps in
     the start and final energy evaluations (errors from their spread).
-    ``laplacian_sparsity``: folx's sparsity threshold for the forward
-    Laplacian (0: dense Jacobians; ~0.6 uses the per-electron sparsity of the
-    first layers: measured 20 % faster at N = 24, at twice the compile time).
+    ``laplacian_sparsity``: 0 (default) uses QERNEL's own forward Laplacian
+    (hand-written jets of trunk, determinant head and Jastrows); a threshold
+    in (0, 1] uses folx's generic forward Laplacian of the whole log ψ with
+    that sparsity threshold instead (~0.6 uses the per-electron sparsity of
+    the first layers; slower than the default and twice the compile time).
     """
 
     steps: int = 500

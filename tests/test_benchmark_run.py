@@ -51,12 +51,16 @@ def test_benchmark_run_json(tmp_path):
     assert entry["model"]["layers"] == 1 and entry["model"]["dtype"] == "float32"  # --set after the reference model
     assert _positive(entry["peak_rss_GiB"])
 
-    for name in ("forward", "forward_laplacian", "hessian_laplacian"):
+    for name in ("forward", "forward_laplacian", "folx_laplacian", "hessian_laplacian"):
         section = entry[name]
         assert _positive(section["compile_s"]) and _positive(section["per_walker_s"]), (name, section)
         assert section["finite"], name
     assert entry["forward"]["walkers"] == 4 and entry["forward_laplacian"]["walkers"] == 2
-    assert _positive(entry["hessian_over_forward_laplacian"])
+    assert _positive(entry["hessian_over_forward_laplacian"]) and _positive(entry["folx_over_forward_laplacian"])
+    # QERNEL's forward Laplacian agrees with folx's (float32 trunk)
+    folx = entry["folx_laplacian"]
+    assert folx["walkers"] == 2
+    assert folx["max_abs_difference_vs_forward"] <= 1e-3 * max(1.0, entry["hessian_laplacian"]["max_abs_laplacian"])
     # the two Laplacians agree (float32 model)
     hess = entry["hessian_laplacian"]
     assert hess["max_abs_difference_vs_forward"] <= 1e-3 * max(1.0, hess["max_abs_laplacian"])

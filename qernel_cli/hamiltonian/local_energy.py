@@ -15,7 +15,10 @@ part is the kinetic local energy; its imaginary part averages to zero over |ψ|�
 with Δ the moiré potential (depth v = V/E_M, phase φ) and E_Coulomb the Ewald
 energy of unit charges (supplied by the caller, in 1/a_M).
 
-The Laplacian comes from folx's forward Laplacian (``method="forward"``) or
+The Laplacian comes from a forward Laplacian (``method="forward"``): the log ψ's
+own rule when it has one (a ``forward_laplacian(positions, sparsity_threshold)``
+method, e.g. ``Wavefunction.at(c)``, whose determinant head is written out by
+hand), else folx's generic one (``method="folx"``, which is always folx); or
 from a loop over the 2N coordinates of Hessian-vector products
 (``method="hessian"``, the reference).
 
@@ -47,7 +50,7 @@ from qernel_cli.hamiltonian.potential import total_moire_potential
 __all__ = ["LocalEnergy", "kinetic_energy", "laplacian_and_gradient", "local_energy", "local_energy_batch"]
 
 LogPsi = Callable[[Float[Array, "N 2"]], Num[Array, ""]]
-Method = Literal["forward", "hessian"]
+Method = Literal["forward", "folx", "hessian"]
 
 
 def _is_complex(log_psi: LogPsi, positions: Float[Array, "N 2"]) -> bool:
@@ -102,16 +105,20 @@ def laplacian_and_gradient(
     Args:
         log_psi: positions (N, 2) → scalar log ψ (real or complex).
         positions: (N, 2) float array.
-        method: "forward" (folx forward Laplacian) or "hessian" (loop of
-            Hessian-vector products over the 2N coordinates; reference).
+        method: "forward" (the log ψ's own ``forward_laplacian`` if it has
+            one, else folx), "folx" (folx's forward Laplacian of the whole
+            log ψ) or "hessian" (loop of Hessian-vector products over the 2N
+            coordinates; reference).
         sparsity_threshold: folx's sparsity propagation threshold (0: dense
-            Jacobians; folx suggests ~0.6 when enabling). Only for "forward".
+            Jacobians; folx suggests ~0.6 when enabling). Not for "hessian".
     """
-    if method == "forward":
+    if method == "forward" and hasattr(log_psi, "forward_laplacian"):
+        return log_psi.forward_laplacian(positions, sparsity_threshold)
+    if method in ("forward", "folx"):
         return _forward_laplacian(log_psi, positions, sparsity_threshold)
     if method == "hessian":
         return _hessian_trace(log_psi, positions)
-    raise ValueError(f"method must be 'forward' or 'hessian', got {method!r}")
+    raise ValueError(f"method must be 'forward', 'folx' or 'hessian', got {method!r}")
 
 
 def kinetic_energy(
@@ -162,7 +169,7 @@ def local_energy(
         coulomb_strength: U = a_M/a_B* (may be traced).
         interaction: positions → Coulomb energy of unit charges in 1/a_M (the
             Ewald sum); None, or a Python ``coulomb_strength == 0``, turns it off.
-        method: "forward" or "hessian" (see :func:`laplacian_and_gradient`).
+        method: "forward", "folx" or "hessian" (see :func:`laplacian_and_gradient`).
         sparsity_threshold: see :func:`laplacian_and_gradient`.
 
     Jitting: Python floats are static under ``eqx.filter_jit``; pass ``v`` (and

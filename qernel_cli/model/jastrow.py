@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
@@ -102,3 +103,26 @@ class CuspJastrow(eqx.Module):
         positions = jnp.asarray(positions, dtype=jnp.float64)
         d2 = periodic_distance_squared(positions[i] - positions[j], np.asarray(self.to_fractional), np.asarray(self.metric))
         return jnp.sum(self.pair_function(safe_norm_from_square(d2), parallel))
+
+    def laplacian_and_gradient(self, positions: Float[Array, "n 2"]) -> tuple[Float[Array, ""], Float[Array, "n 2"]]:
+        """(∇² log J, ∇ log J) in 1/a_M², 1/a_M: pair by pair, each a function of r_i − r_j only.
+
+        For f(δ) with δ = r_i − r_j: ∇_i f = ∇f, ∇_j f = −∇f, ∇²_i f + ∇²_j f = 2 ∇²f.
+        """
+        i, j, parallel = self.pairs()
+        positions = jnp.asarray(positions, dtype=jnp.float64)
+        if self.coulomb_strength == 0.0 or len(i) == 0:
+            return jnp.zeros((), jnp.float64), jnp.zeros_like(positions)
+        slope = jnp.asarray(np.where(parallel, self.coulomb_strength / 3.0, self.coulomb_strength))
+        length = jnp.exp(self.log_length)[np.where(parallel, 0, 1)]
+        to_fractional, metric = np.asarray(self.to_fractional), np.asarray(self.metric)
+
+        def pair(delta, slope, length):
+            d = safe_norm_from_square(periodic_distance_squared(delta, to_fractional, metric))
+            return -slope * length**2 / (length + d)
+
+        deltas = positions[i] - positions[j]
+        gradient = jax.vmap(jax.grad(pair))(deltas, slope, length)  # (pairs, 2)
+        hessian = jax.vmap(jax.hessian(pair))(deltas, slope, length)  # (pairs, 2, 2)
+        total = jnp.zeros_like(positions).at[i].add(gradient).at[j].add(-gradient)
+        return 2.0 * jnp.sum(jnp.trace(hessian, axis1=-2, axis2=-1)), total

@@ -93,10 +93,26 @@ class MixtureOfExperts(eqx.Module):
         w_in, b_in, w_out, b_out = self.w_in, self.b_in, self.w_out, self.b_out
         if index is not None:
             w_in, b_in, w_out, b_out = (jnp.take(a, index, axis=0) for a in (w_in, b_in, w_out, b_out))
-        weights = weights.astype(x.dtype)
-        hidden = jax.nn.gelu(jnp.einsum("nw,ewh->enh", x, w_in) + b_in[:, None, :])
-        # Gate-weight the hidden units, then contract experts and hidden units in one product.
-        return jnp.einsum("enh,ehw->nw", weights[:, None, None] * hidden, w_out) + weights @ b_out
+        w_in, b_in, w_out, b_out = self.stacked(weights.astype(x.dtype), w_in, b_in, w_out, b_out)
+        return jax.nn.gelu(x @ w_in + b_in) @ w_out + b_out
+
+    @staticmethod
+    def stacked(
+        weights: Float[Array, " k"],
+        w_in: Float[Array, "k width hidden"],
+        b_in: Float[Array, "k hidden"],
+        w_out: Float[Array, "k hidden width"],
+        b_out: Float[Array, "k width"],
+    ) -> tuple[Float[Array, "width kh"], Float[Array, " kh"], Float[Array, "kh width"], Float[Array, " width"]]:
+        """The k experts as one wide MLP: hidden units side by side, the gate weights folded into the output layer.
+
+        Σ_e g_e (gelu(x W_e + b_e) V_e + c_e) = gelu(x [W_1 … W_k] + [b_1 … b_k]) [g_1 V_1; …; g_k V_k] + Σ_e g_e c_e,
+        so every product is a plain matrix product over the tokens (no expert axis to transpose).
+        """
+        k, width, hidden = w_in.shape
+        w_in = jnp.moveaxis(w_in, 0, 1).reshape(width, k * hidden)
+        w_out = (weights[:, None, None] * w_out).reshape(k * hidden, width)
+        return w_in, b_in.reshape(k * hidden), w_out, weights @ b_out
 
 
 def load_balance(probabilities: Float[Array, "batch experts"]) -> dict[str, Array]:

@@ -138,8 +138,8 @@ class BlochEnvelope(eqx.Module):
         c0 = jnp.clip(c0, x[0], x[-1])
         return jnp.stack([jnp.interp(c0, x, np.eye(len(x))[a]) for a in range(len(x))])
 
-    def __call__(self, positions: Float[Array, "n 2"], c0: Float[Array, ""] | None = None) -> Complex[Array, "K n n_orb"]:
-        positions = jnp.asarray(positions, dtype=jnp.float64)
+    def mixed_coefficients(self, c0: Float[Array, ""] | None = None) -> Complex[Array, "K n_orb n_G"]:
+        """a^k_j(G; c₀): the anchors' coefficients interpolated at normalised depth c₀."""
         if len(self.anchors) == 1:
             re, im = self.coefficients_re[0], self.coefficients_im[0]
         else:
@@ -148,7 +148,11 @@ class BlochEnvelope(eqx.Module):
             w = self.anchor_weights(jnp.asarray(c0, jnp.float64))
             re = jnp.tensordot(w, self.coefficients_re, axes=1)
             im = jnp.tensordot(w, self.coefficients_im, axes=1)
-        coefficients = jax.lax.complex(re, im)
+        return jax.lax.complex(re, im)
+
+    def __call__(self, positions: Float[Array, "n 2"], c0: Float[Array, ""] | None = None) -> Complex[Array, "K n n_orb"]:
+        positions = jnp.asarray(positions, dtype=jnp.float64)
+        coefficients = self.mixed_coefficients(c0)
         g_phase = positions @ jnp.asarray(self.G).T  # (n, n_G)
         k_phase = positions @ jnp.asarray(self.k).T  # (n, n_orb)
         g_wave = jax.lax.complex(jnp.cos(g_phase), jnp.sin(g_phase))

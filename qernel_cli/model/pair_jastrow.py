@@ -74,3 +74,22 @@ class PairJastrow(eqx.Module):
         rho2 = jnp.sum(jnp.cos(phase), axis=0) ** 2 + jnp.sum(jnp.sin(phase), axis=0) ** 2  # |ρ_q|²
         a = self.coefficients(conditions)[np.asarray(self.shell)]
         return jnp.sum(a * (rho2 - n)) / n
+
+    def laplacian_and_gradient(
+        self, positions: Float[Array, "n 2"], conditions: Float[Array, " n_conditions"]
+    ) -> tuple[Float[Array, ""], Float[Array, "n 2"]]:
+        """(∇² log J, ∇ log J) in 1/a_M², 1/a_M, in closed form.
+
+        With C_q = Σ_j cos(q·r_j), S_q = Σ_j sin(q·r_j), |ρ_q|² = C_q² + S_q²:
+        ∇_i |ρ_q|² = 2q (S_q cos q·r_i − C_q sin q·r_i) and Σ_i ∇²_i |ρ_q|² = 2|q|² (n − |ρ_q|²).
+        """
+        n = positions.shape[0]
+        q = np.asarray(self.q)
+        phase = jnp.asarray(positions, jnp.float64) @ jnp.asarray(q).T  # (n, Q)
+        cos, sin = jnp.cos(phase), jnp.sin(phase)
+        c_sum, s_sum = jnp.sum(cos, axis=0), jnp.sum(sin, axis=0)
+        a = self.coefficients(conditions)[np.asarray(self.shell)] / n
+        q2 = jnp.asarray(np.sum(q**2, axis=-1))
+        laplacian = jnp.sum(a * 2.0 * q2 * (n - c_sum**2 - s_sum**2))
+        gradient = 2.0 * ((s_sum * cos - c_sum * sin) * a) @ jnp.asarray(q)  # (n, 2)
+        return laplacian, gradient

@@ -34,6 +34,7 @@ from jaxtyping import Array, Complex, Float, PRNGKeyArray
 from qernel_cli.lattice import Supercell
 from qernel_cli.model.block import Trunk
 from qernel_cli.model.features import PeriodicFeatures
+from qernel_cli.model.head_laplacian import log_psi_laplacian
 from qernel_cli.model.jastrow import CuspJastrow
 from qernel_cli.model.pair_jastrow import PairJastrow
 from qernel_cli.model.linear import split
@@ -210,6 +211,24 @@ class Wavefunction(eqx.Module):
         logabs, phase = self.log_psi_parts(positions, conditions)
         return jax.lax.complex(logabs, phase)
 
+    def forward_laplacian(
+        self, positions: Float[Array, "n 2"], conditions: Float[Array, " n_conditions"], sparsity_threshold: float = 0.0
+    ) -> tuple[Complex[Array, ""], Complex[Array, "n 2"]]:
+        """(∇² log ψ, ∇ log ψ) in 1/a_M², 1/a_M (complex), by the hand-written jets of ``model.head_laplacian``.
+
+        ``sparsity_threshold`` > 0 asks for folx's sparse forward Laplacian of
+        the whole log ψ instead (``training.laplacian_sparsity``).
+        """
+        if sparsity_threshold > 0:
+            from qernel_cli.hamiltonian.local_energy import laplacian_and_gradient
+
+            return laplacian_and_gradient(lambda y: self(y, conditions), positions, "folx", sparsity_threshold=sparsity_threshold)
+        return log_psi_laplacian(self, positions, conditions)
+
+    def at(self, conditions: Float[Array, " n_conditions"]) -> "AtConditions":
+        """log ψ(·; c) as a function of positions alone that keeps the fast forward Laplacian."""
+        return AtConditions(self, conditions)
+
     # ------------------------------------------------------------------
 
     def gate_probabilities(self, conditions: Float[Array, "batch n_conditions"]) -> Float[Array, "batch layers experts"]:
@@ -223,6 +242,21 @@ class Wavefunction(eqx.Module):
         """
         probs = self.gate_probabilities(conditions)  # (batch, layers, experts)
         return jax.vmap(load_balance, in_axes=1)(probs)
+
+
+class AtConditions(eqx.Module):
+    """A wavefunction at fixed conditions c: positions (N, 2) → complex log ψ, with its forward Laplacian."""
+
+    model: Wavefunction
+    conditions: Float[Array, " n_conditions"]
+
+    def __call__(self, positions: Float[Array, "n 2"]) -> Complex[Array, ""]:
+        return self.model(positions, self.conditions)
+
+    def forward_laplacian(
+        self, positions: Float[Array, "n 2"], sparsity_threshold: float = 0.0
+    ) -> tuple[Complex[Array, ""], Complex[Array, "n 2"]]:
+        return self.model.forward_laplacian(positions, self.conditions, sparsity_threshold)
 
 
 def make_wavefunction(

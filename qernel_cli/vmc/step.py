@@ -119,7 +119,7 @@ def local_energies(
 
     def one(x, c):
         return local_energy(
-            lambda y: model(y, c),
+            model.at(c) if hasattr(model, "at") else (lambda y: model(y, c)),
             x,
             v=c[0],
             phi_deg=physics.phi_deg,
