@@ -167,3 +167,13 @@ def test_local_energy_batch_uses_the_hand_written_rule_and_agrees():
     fast, generic = energies(model, x, "forward"), energies(model, x, "folx")
     np.testing.assert_allclose(fast.total, generic.total, rtol=1e-10)
     np.testing.assert_allclose(fast.kinetic_imag, generic.kinetic_imag, rtol=1e-9, atol=1e-9)
+
+
+def test_positive_sparsity_threshold_selects_folx():
+    """``training.laplacian_sparsity > 0`` asks for folx's sparse forward Laplacian: same numbers."""
+    cell, model = MODELS["one determinant, no Jastrow"]
+    x = _positions(cell, model.n_electrons, 15)
+    lap, grad = eqx.filter_jit(lambda m, y: m.forward_laplacian(y, C, 0.6))(model, x)
+    lap_folx, grad_folx = _two_ways(model, x)[1]
+    np.testing.assert_allclose(lap, lap_folx, rtol=1e-10)
+    np.testing.assert_allclose(grad, grad_folx, rtol=1e-10, atol=1e-12)
