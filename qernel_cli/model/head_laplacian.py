@@ -3,9 +3,10 @@
 folx propagates (value, Jacobian, Laplacian) through any function, but through
 the determinant head it materialises dense complex Jacobians of every
 intermediate (orbital products, selects, the inverse, in transposed layouts)
-and spent about half of the local energy there at N = 24. The head has a simple structure that a hand-written rule
-uses directly. With T = 2n tangents t = (p, a) (electron p, Cartesian a, C order
-of the flattened positions) and, per determinant k and spin block,
+and spent about half of the local energy there at N = 24. The head has a
+simple structure that a hand-written rule uses directly. With T = 2n tangents
+t = (p, a) (electron p, Cartesian a, C order of the flattened positions) and,
+per determinant k and spin block,
 
     Φ_ij = L_ij E_ij,   L = h W + b (h: trunk features),   E_ij = e_j(r_i),
 
@@ -14,7 +15,7 @@ the envelope E depends on r_i alone, so
     ∂_t Φ_ij  = ∂_t L_ij E_ij + δ_{p i} L_ij ∂_a E_ij,
     ∇² Φ_ij   = ∇²L_ij E_ij + L_ij ∇²E_ij + 2 Σ_a ∂_{(i,a)} L_ij ∂_a E_ij,
 
-with ∂L, ∇²L the trunk's Jacobian and Laplacian (from folx) times W. Then, with
+with ∂L, ∇²L the trunk's Jacobian and Laplacian (``model.trunk_laplacian``) times W. Then, with
 A = Φ⁻¹ and M_t = A ∂_t Φ,
 
     ∂_t log det Φ = tr M_t,   ∇² log det Φ = tr(A ∇²Φ) − Σ_t tr(M_t M_t),
