@@ -13,7 +13,10 @@ the program hangs forever (seen for the VMC step of a 4-layer model with 256
 walkers, and reproduced by ``tests/test_xla_workaround.py``). XLA's other
 scheduler orders those kernels so that this does not happen, at no measured
 cost in speed. The flag is read when the backend starts, so importing
-``qernel_cli`` before the first JAX computation is enough.
+``qernel_cli`` before the first JAX computation is enough. The same kernels
+also deadlock when two CPU devices of one process run them at once, which no
+flag prevents; QERNEL's jitted code therefore computes its determinants
+without LAPACK (``qernel_cli.linalg``).
 """
 
 import os

@@ -224,6 +224,7 @@ def train(
     from qernel_cli import parallel
     from qernel_cli.config import resolve
     from qernel_cli.progress import TrainReporter
+    from qernel_cli.supervisor import supervise
     from qernel_cli.vmc.train import train as run_training
 
     links = parallel.Distributed.from_env(coordinator, num_processes, process_id)
@@ -250,7 +251,13 @@ def train(
         raise fail("--resume uses the run's stored config; only --steps may change")
     reporter = TrainReporter(err, enabled=not quiet)
     try:
-        summary = run_training(config, out_dir, resume=resume, force=force, steps=steps, reporter=reporter, mesh=mesh)
+        summary = supervise(
+            lambda interrupt: run_training(config, out_dir, resume=resume, force=force, steps=steps, reporter=reporter, mesh=mesh),
+            warn=warning,
+            files=f"the last checkpoint in {out_dir} is intact (continue with `qernel train --resume --out {out_dir}`)",
+            idle_means_stuck=mesh.devices.flat[0].platform == "cpu",
+            announce=_phase_lines(quiet),
+        )
     except KeyboardInterrupt:
         reporter.stop()
         raise fail(f"interrupted; the last checkpoint in {out_dir} is intact (continue with `qernel train --resume --out {out_dir}`)", 130) from None
@@ -267,6 +274,21 @@ def train(
         _print_energies(summary)
     for message in summary.get("warnings", []):
         warning(message)
+
+
+def _phase_lines(quiet: bool) -> Callable[[str], None] | None:
+    """Phase lines for logs (stderr not a terminal): where the work stands; on a terminal the bars show it."""
+    if quiet or err.is_terminal:
+        return None
+    from qernel_cli.progress import phase_line
+
+    return lambda name: phase_line(err, name)
+
+
+def _computes_on_cpu() -> bool:
+    import jax
+
+    return jax.default_backend() == "cpu"
 
 
 def _print_energies(summary: dict) -> None:
@@ -319,13 +341,20 @@ def sample(
     import json
 
     from qernel_cli.progress import task_progress
+    from qernel_cli.supervisor import supervise
     from qernel_cli.workflows.sample import sample_to_store
 
     with task_progress(err, "sample", enabled=not quiet) as progress:
-        summary = sample_to_store(
-            run_dir, depth, out_store, walkers=walkers, records=records, sweeps=sweeps, burn_in=burn_in, seed=seed,
+        summary = supervise(
+            lambda interrupt: sample_to_store(
+                run_dir, depth, out_store, walkers=walkers, records=records, sweeps=sweeps, burn_in=burn_in, seed=seed,
+                warn=warning,
+                progress=progress,
+            ),
             warn=warning,
-            progress=progress,
+            files=f"the records already in {out_store} are intact",
+            idle_means_stuck=_computes_on_cpu(),
+            announce=_phase_lines(quiet),
         )
     if json_:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
@@ -430,14 +459,21 @@ def phasediagram(
     import json
 
     from qernel_cli.progress import task_progress
+    from qernel_cli.supervisor import supervise
     from qernel_cli.workflows.phasediagram import parse_depths, phase_diagram
 
     grid_meV = parse_depths(depths)
     with task_progress(err, "phase diagram", enabled=not quiet) as progress:
-        summary = phase_diagram(
-            run_dir, grid_meV, out_dir, walkers=walkers, records=records, grid=grid, seed=seed,
+        summary = supervise(
+            lambda interrupt: phase_diagram(
+                run_dir, grid_meV, out_dir, walkers=walkers, records=records, grid=grid, seed=seed,
+                warn=warning,
+                progress=progress,
+            ),
             warn=warning,
-            progress=progress,
+            files=f"the records already in {out_dir} are intact (rerunning the command samples only what is missing)",
+            idle_means_stuck=_computes_on_cpu(),
+            announce=_phase_lines(quiet),
         )
     if json_:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")

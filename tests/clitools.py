@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 ERROR_PREFIX = "qernel: error:"
+PROGRESS_LINE = re.compile(r"^(\[\d\d:\d\d:\d\d\] |(pre-train|VMC|sample|phase diagram) \d+)")
+"""The plain progress lines a command writes to a stderr that is not a terminal (``qernel_cli.progress``)."""
 
 
 def run_qernel(args, env, timeout=300, **kwargs) -> subprocess.CompletedProcess:
@@ -36,7 +39,7 @@ def error_line(done: subprocess.CompletedProcess, code: int = 2) -> str:
     assert done.returncode == code, (done.returncode, done.stderr[-4000:])
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith(ERROR_PREFIX)]
-    others = [line for line in lines if not line.startswith((ERROR_PREFIX, "warning:"))]
+    others = [line for line in lines if not line.startswith((ERROR_PREFIX, "warning:")) and not PROGRESS_LINE.match(line)]
     assert len(errors) == 1 and not others, done.stderr[-4000:]
     assert done.stdout == "", done.stdout[-2000:]
     return errors[0][len(ERROR_PREFIX) :].strip()

@@ -19,8 +19,8 @@ import pytest
 from qernel_cli.hamiltonian.bands import follow_orbitals, lowest_orbitals
 from qernel_cli.hamiltonian.local_energy import laplacian_and_gradient, local_energy_batch
 from qernel_cli.lattice import Supercell
-from qernel_cli.model import LOG_FLOOR, Wavefunction
-from qernel_cli.model.head_laplacian import _inverse_and_log_det, envelope_jet
+from qernel_cli.model import Wavefunction
+from qernel_cli.model.head_laplacian import envelope_jet
 
 C = jnp.array([0.4])
 DEPTH = 1.5  # V/E_M of the Bloch envelopes' reference
@@ -120,20 +120,6 @@ def test_psi_zero_gives_finite_derivatives():
     x = x.at[1].set(x[0])
     for lap, grad in _two_ways(model, x):
         assert np.isfinite(lap) and np.all(np.isfinite(grad))
-
-
-def test_inverse_and_log_det_guard():
-    phi = jnp.asarray(np.random.default_rng(12).normal(size=(3, 4, 4)) + 1j * np.random.default_rng(13).normal(size=(3, 4, 4)))
-    phi = phi.at[1, 2].set(phi[1, 0])  # determinant 1 exactly singular
-    phi = phi.at[2].set(phi[2][jnp.array([1, 0, 2, 3])])  # an odd permutation: sign flips
-    inverse, value, singular = _inverse_and_log_det(phi)
-    assert singular.tolist() == [False, True, False]
-    assert value[1] == LOG_FLOOR
-    for k in (0, 2):
-        sign, logabs = np.linalg.slogdet(np.asarray(phi[k]))
-        np.testing.assert_allclose(value[k].real, logabs, rtol=1e-12)
-        np.testing.assert_allclose(np.exp(1j * value[k].imag), sign, atol=1e-12)
-        np.testing.assert_allclose(inverse[k] @ phi[k], np.eye(4), atol=1e-12)
 
 
 def test_envelope_jet_matches_autodiff():

@@ -34,6 +34,7 @@ import numpy as np
 import scipy.linalg
 from jaxtyping import Array, Complex, Float
 
+from qernel_cli import linalg
 from qernel_cli.lattice import MOIRE_RECIPROCAL, Supercell
 
 __all__ = [
@@ -295,10 +296,9 @@ def evaluate_orbitals(orbitals: Orbitals, positions: Float[Array, "N 2"]) -> Com
 
 
 def _log_det(matrix: Complex[Array, "n n"]) -> Complex[Array, ""]:
-    if matrix.shape[0] == 0:
-        return jnp.zeros((), dtype=jnp.result_type(matrix.dtype, jnp.complex64))
-    sign, logabs = jnp.linalg.slogdet(matrix)
-    return logabs + 1j * jnp.angle(sign)
+    """log det as log|det| + i arg det (no LAPACK: see ``qernel_cli.linalg``)."""
+    log_abs, phase = linalg.log_det(matrix)
+    return jax.lax.complex(log_abs, phase)
 
 
 def slater_log_psi(orbitals: Orbitals) -> Callable[[Float[Array, "N 2"]], Complex[Array, ""]]:

@@ -1,41 +1,22 @@
 """Guarded complex log-determinants and their stable sum.
 
-``log_det`` returns (log|det M|, arg det M) for complex square matrices. A
-singular matrix (two same-spin electrons at one point: ψ = 0 exactly) would
-give log|det| = -inf and NaN derivatives; it is replaced, by the double-where
-trick, with the identity before ``slogdet`` and its log|det| set to
-``LOG_FLOOR`` with zero derivative. A regular matrix goes through
-``jnp.linalg.slogdet`` untouched, which folx's forward Laplacian recognises.
-``combine`` sums K terms ψ_k = exp(a_k + iθ_k) as a complex logsumexp: shift by
-max_k a_k (no derivative through the shift), then log|·| and atan2 of the sum.
+``log_det`` (from :mod:`qernel_cli.linalg`) returns (log|det M|, arg det M)
+for complex square matrices; a singular matrix (two same-spin electrons at
+one point: ψ = 0 exactly) gives ``LOG_FLOOR`` with zero derivative instead of
+-inf and NaN derivatives. ``combine`` sums K terms ψ_k = exp(a_k + iθ_k) as a
+complex logsumexp: shift by max_k a_k (no derivative through the shift), then
+log|·| and atan2 of the sum.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Complex, Float
+from jaxtyping import Array, Float
 
-LOG_FLOOR = -1.0e4
-"""log|ψ| reported for an exactly singular determinant (ψ = 0): finite, far below any real value."""
+from qernel_cli.linalg import LOG_FLOOR, log_det
 
-
-def log_det(matrices: Complex[Array, "... n n"]) -> tuple[Float[Array, "..."], Float[Array, "..."]]:
-    """(log|det|, arg det) of each matrix, with a finite value and zero gradient where det = 0."""
-    n = matrices.shape[-1]
-    real_dtype = jnp.finfo(matrices.dtype).dtype
-    if n == 0:
-        zeros = jnp.zeros(matrices.shape[:-2], dtype=real_dtype)
-        return zeros, zeros
-    probe = jnp.linalg.slogdet(jax.lax.stop_gradient(matrices))
-    singular = ~jnp.isfinite(probe.logabsdet) | (jnp.abs(probe.sign) == 0)
-    eye = jnp.eye(n, dtype=matrices.dtype)
-    safe = jnp.where(singular[..., None, None], eye, matrices)
-    sign, logabs = jnp.linalg.slogdet(safe)
-    phase = jnp.arctan2(jnp.imag(sign), jnp.real(sign)) if jnp.iscomplexobj(sign) else jnp.where(sign < 0, jnp.pi, 0.0)
-    logabs = jnp.where(singular, LOG_FLOOR, logabs)
-    phase = jnp.where(singular, 0.0, phase)
-    return logabs, phase
+__all__ = ["LOG_FLOOR", "combine", "log_det"]
 
 
 def combine(

@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Complex, Float
+from jaxtyping import Array, Complex, Float
 
-from qernel_cli.model.determinant import LOG_FLOOR
+from qernel_cli import linalg
 from qernel_cli.model.trunk_laplacian import trunk_jet
 
 if TYPE_CHECKING:
@@ -77,25 +77,6 @@ def envelope_jet(
     return value, gradient, laplacian
 
 
-def _inverse_and_log_det(phi: Complex[Array, "K m m"]) -> tuple[Complex[Array, "K m m"], Complex[Array, " K"], Bool[Array, " K"]]:
-    """(Φ⁻¹, log det Φ, singular) from one LU each; a singular Φ gets the identity's LU and ``LOG_FLOOR``."""
-    m = phi.shape[-1]
-    lu, pivots, _ = jax.lax.linalg.lu(phi)
-    diagonal = jnp.diagonal(lu, axis1=-2, axis2=-1)  # (K, m)
-    singular = jnp.any((diagonal == 0) | ~jnp.isfinite(diagonal), axis=-1)
-    eye = jnp.eye(m, dtype=phi.dtype)
-    lu = jnp.where(singular[:, None, None], eye, lu)
-    pivots = jnp.where(singular[:, None], jnp.arange(m, dtype=pivots.dtype), pivots)
-    diagonal = jnp.diagonal(lu, axis1=-2, axis2=-1)
-    swaps = jnp.sum(pivots != jnp.arange(m, dtype=pivots.dtype), axis=-1)
-    logabs = jnp.sum(jnp.log(jnp.abs(diagonal)), axis=-1)
-    phase = jnp.sum(jnp.angle(diagonal), axis=-1) + jnp.pi * (swaps % 2)
-    phase = jnp.angle(jnp.exp(1j * phase))  # to (-π, π], as slogdet's sign
-    value = jnp.where(singular, jax.lax.complex(LOG_FLOOR, 0.0), jax.lax.complex(logabs, phase))
-    inverse = jax.vmap(lambda f, p: jax.scipy.linalg.lu_solve((f, p), eye))(lu, pivots)
-    return inverse, value, singular
-
-
 def _block_log_det_jet(
     block: SpinOrbitals,
     h: Float[Array, "m w"],
@@ -131,7 +112,8 @@ def _block_log_det_jet(
     E, dE, lapE = envelope_jet(block.envelope, positions, c0)  # (K, m, j), (2, K, m, j), (K, m, j)
     L = jnp.stack([orbital_layer(h, k) + jax.lax.complex(bias[0, k], bias[1, k]) for k in range(K)])  # (K, m, j)
     phi = L * E
-    inverse, value, singular = _inverse_and_log_det(phi)
+    inverse, log_abs, phase, singular = linalg.inverse_and_log_det(phi)
+    value = jax.lax.complex(log_abs, phase)
     own_block = slice(2 * start, 2 * (start + m))
     gradients, laplacians = [], []
     for k in range(K):

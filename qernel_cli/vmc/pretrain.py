@@ -24,6 +24,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
+from qernel_cli import linalg
 from qernel_cli.hamiltonian.bands import Orbitals, evaluate_orbitals, lowest_orbitals
 from qernel_cli.lattice import Supercell
 from qernel_cli.vmc.mcmc import Walkers, adapt_width, metropolis_sweeps
@@ -33,10 +34,8 @@ def bloch_log_psi(orbitals: Orbitals, n_up: int, positions: Float[Array, "n 2"])
     """log of the Bloch determinant(s); ``orbitals`` holds the n_up up orbitals then the down ones."""
 
     def logdet(orb_slice, x):
-        if x.shape[0] == 0:
-            return jnp.zeros((), jnp.complex128)
-        sign, logabs = jnp.linalg.slogdet(evaluate_orbitals(orb_slice, x))
-        return logabs + 1j * jnp.angle(sign)
+        log_abs, phase = linalg.log_det(evaluate_orbitals(orb_slice, x))  # no LAPACK: see qernel_cli.linalg
+        return jax.lax.complex(log_abs, phase)
 
     up, down = _take(orbitals, slice(0, n_up)), _take(orbitals, slice(n_up, None))
     return logdet(up, positions[:n_up]) + logdet(down, positions[n_up:])

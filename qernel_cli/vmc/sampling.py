@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qernel_cli import supervisor
 from qernel_cli.vmc.mcmc import Walkers, adapt_width, metropolis_sweeps, with_conditions
 from qernel_cli.vmc.step import local_energies, log_abs_fn
 from qernel_cli.vmc.train import Run
@@ -73,13 +74,19 @@ def sample(
 
     target = run.config.sampler.target_acceptance
     chunk = 10
+    supervisor.phase("sampling burn-in")
     for i in range(max(1, -(-burn_in // chunk))):
+        if stop():
+            return 0
         state, acceptance = advance(params, state, jax.random.fold_in(key, i), chunk)
         state = adapt_width(state, acceptance, target)
+        supervisor.beat()
+    supervisor.phase("sampling")
     for r in range(records):
         if stop():
             return r
         state, acceptance = advance(params, state, jax.random.fold_in(key, 10_000 + r), sweeps)
         record = jax.device_get({"positions": state.positions, "acceptance": acceptance, **energies(params, state)})
         on_record(r, record)
+        supervisor.beat()
     return records

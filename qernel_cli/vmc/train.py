@@ -30,7 +30,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from qernel_cli import checkpoint, parallel, store
+from qernel_cli import checkpoint, parallel, store, supervisor
 from qernel_cli.config import Config, from_dict, read_toml
 from qernel_cli.errors import QernelError, os_reason
 from qernel_cli.hamiltonian.ewald import EwaldSum
@@ -233,6 +233,7 @@ def pretrain(
             raise RunError("pretrain.target = 'crystal' is implemented for spin-polarised systems only (electrons.n_down = 0)")
         sites = classical_ground_state(run.physics.supercell, cfg.electrons.n_up, run.physics.phi_deg)
     losses, depths_log = [], []
+    supervisor.phase("pre-training")
     for i in range(n_steps):
         if stop is not None and stop():
             raise KeyboardInterrupt
@@ -248,13 +249,21 @@ def pretrain(
         loss, acceptance = parallel.to_host((loss, acceptance))
         losses.append(np.asarray(loss))
         depths_log.append(depths)
+        supervisor.beat()
         if on_step is not None:
             on_step(i, float(np.mean(losses[-1])), float(np.mean(acceptance)))
     return state.params, state.walkers, np.array(losses).reshape(n_steps, run.n_groups), np.array(depths_log).reshape(n_steps, run.n_groups)
 
 
 def evaluate(
-    run: Run, params: Any, walkers: Walkers, key: jax.Array, depths_moire: np.ndarray, n_blocks: int | None = None
+    run: Run,
+    params: Any,
+    walkers: Walkers,
+    key: jax.Array,
+    depths_moire: np.ndarray,
+    n_blocks: int | None = None,
+    stop: Callable[[], bool] | None = None,
+    name: str = "evaluation",
 ) -> dict[str, np.ndarray]:
     """Energies per electron (E_M) at fixed depths, with error bars corrected for autocorrelation.
 
@@ -264,7 +273,9 @@ def evaluate(
     energy. Per depth: ``X`` (mean) and ``X_error`` for every component, and
     ``autocorrelation_blocks``, the integrated autocorrelation time τ of the
     total local energy in blocks (errors are sqrt(τ) larger than for
-    independent samples; see :mod:`qernel_cli.vmc.health`).
+    independent samples; see :mod:`qernel_cli.vmc.health`). ``stop()`` is
+    polled before every block (KeyboardInterrupt when true); ``name`` is the
+    phase shown by the supervisor.
     """
     n_blocks = run.config.training.evaluate_blocks if n_blocks is None else n_blocks
     model = eqx.combine(params, run.static)
@@ -284,24 +295,33 @@ def evaluate(
         model = eqx.combine(params, run.static)
         return metropolis_sweeps(log_abs_fn(model), walkers, key, run.physics.supercell, run.hyper.mcmc_steps, run.hyper.lattice_hops)
 
+    def check() -> None:
+        if stop is not None and stop():
+            raise KeyboardInterrupt
+
     n = run.config.n_electrons
+    supervisor.phase(name)
     for i in range(5):  # re-equilibrate at the fixed depths, adapting the width
+        check()
         walkers, acc = sweeps(params, walkers, jax.random.fold_in(key, i))
         walkers = adapt_width(walkers, acc, run.hyper.target_acceptance)
+        supervisor.beat()
     names = ("total", "kinetic", "potential", "interaction")
-    rows = {name: [] for name in names}
+    rows = {component: [] for component in names}
     for i in range(n_blocks):
+        check()
         walkers, acc, e = block(params, walkers, jax.random.fold_in(key, 1000 + i))
         e = parallel.to_host(e)  # every walker's energies (groups, walkers): small
-        for name in names:
-            rows[name].append(np.asarray(getattr(e, name)) / n)
+        for component in names:
+            rows[component].append(np.asarray(getattr(e, component)) / n)
+        supervisor.beat()
     result: dict[str, np.ndarray] = {}
-    series = {name: np.array(values) for name, values in rows.items()}  # (blocks, groups, walkers)
-    for name, x in series.items():
+    series = {component: np.array(values) for component, values in rows.items()}  # (blocks, groups, walkers)
+    for component, x in series.items():
         stats = [health.correlated_mean(x[:, j]) for j in range(g)]  # walkers are independent chains
-        result[name] = np.array([mean for mean, _, _ in stats])
-        result[name + "_error"] = np.array([error for _, error, _ in stats])
-        if name == "total":
+        result[component] = np.array([mean for mean, _, _ in stats])
+        result[component + "_error"] = np.array([error for _, error, _ in stats])
+        if component == "total":
             result["autocorrelation_blocks"] = np.array([tau for _, _, tau in stats])
     return result
 
@@ -385,13 +405,17 @@ class Interrupted(QernelError):
     exit_code = 130
 
 
-def _burn_in(run: Run, state: TrainState, conditions: jax.Array, key: jax.Array) -> Walkers:
-    """Equilibrate the model's own chains at the stratum centres (``sampler.burn_in`` sweeps)."""
+def _burn_in(run: Run, state: TrainState, conditions: jax.Array, key: jax.Array, stop: Callable[[], bool]) -> Walkers:
+    """Equilibrate the model's own chains at the stratum centres (``sampler.burn_in`` sweeps); KeyboardInterrupt on ``stop()``."""
     walkers = with_conditions(log_abs_fn(eqx.combine(state.params, run.static)), state.walkers, conditions)
     burn = eqx.filter_jit(lambda p, w, k: metropolis_sweeps(log_abs_fn(eqx.combine(p, run.static)), w, k, run.physics.supercell, 10, run.hyper.lattice_hops))
+    supervisor.phase("burn-in")
     for i in range(max(1, run.config.sampler.burn_in // 10)):
+        if stop():
+            raise KeyboardInterrupt
         walkers, acc = burn(state.params, walkers, jax.random.fold_in(key, 100 + i))
         walkers = adapt_width(walkers, acc, run.config.sampler.target_acceptance)
+        supervisor.beat()
     return walkers
 
 
@@ -475,6 +499,13 @@ def train(
 
     resume_hint = f"continue with `qernel train --resume --out {out_dir}`"
     with deferred_interrupt() as interrupt:
+        stop = lambda: parallel.agree(interrupt.requested())  # noqa: E731  (every process decides alike)
+
+        def interrupted(message: str) -> Interrupted:
+            if reporter:
+                reporter.stop()
+            return Interrupted(message)
+
         if resume and ckpt_path.exists():
             state, header = checkpoint.restore(ckpt_path, template)
             state = parallel.place(state, specs, mesh)  # any device count: walkers are re-split
@@ -502,12 +533,10 @@ def train(
                 try:
                     params, walkers, losses, depths = pretrain(
                         run, state.params, jax.random.fold_in(key, 4), state.walkers,
-                        reporter.pretrain_step if reporter else None, stop=lambda: parallel.agree(interrupt.requested()),
+                        reporter.pretrain_step if reporter else None, stop=stop,
                     )
                 except KeyboardInterrupt:
-                    if reporter:
-                        reporter.stop()
-                    raise Interrupted(f"interrupted during pre-training, before the first checkpoint; {resume_hint} (starts over)") from None
+                    raise interrupted(f"interrupted during pre-training, before the first checkpoint; {resume_hint} (starts over)") from None
                 if reporter:
                     reporter.end_pretrain()
                 if main:
@@ -515,15 +544,27 @@ def train(
                         store.append(group, {"pretrain_infidelity": loss, "pretrain_depth": depth * run.energy_unit_meV})
                 state = eqx.tree_at(lambda s: (s.params, s.walkers), state, (params, walkers))
             centres = np.asarray(template.walkers.conditions)  # burn in at the stratum centres
-            state = eqx.tree_at(lambda s: s.walkers, state, _burn_in(run, state, centres, key))
+            try:
+                state = eqx.tree_at(lambda s: s.walkers, state, _burn_in(run, state, centres, key, stop))
+            except KeyboardInterrupt:
+                raise interrupted(f"interrupted during burn-in, before the first checkpoint; {resume_hint} (starts over)") from None
+            state = parallel.place(state, specs, mesh)
+            save(state)  # step 0: pre-training is never lost
             if cfg.training.evaluate_start:
                 # The starting point of VMC, at the same depths as the final evaluation.
-                start = evaluate(run, state.params, state.walkers, jax.random.fold_in(key, 5), _evaluation_depths(run))
+                try:
+                    start = evaluate(
+                        run, state.params, state.walkers, jax.random.fold_in(key, 5), _evaluation_depths(run),
+                        stop=stop, name="start evaluation",
+                    )
+                except KeyboardInterrupt:
+                    raise interrupted(
+                        f"interrupted during the evaluation before VMC; the pre-trained state is saved (step 0), {resume_hint} "
+                        "(without the energies before VMC)"
+                    ) from None
                 if main:
                     group.attrs["start_energy_meV"] = (start["total"] * run.energy_unit_meV).tolist()
                     group.attrs["start_energy_error_meV"] = (start["total_error"] * run.energy_unit_meV).tolist()
-            state = parallel.place(state, specs, mesh)
-            save(state)  # step 0: pre-training is never lost
 
         step_fn = make_step(run.static, run.physics, run.hyper, run.ewald, mesh)
         n_total = cfg.training.steps
@@ -534,12 +575,11 @@ def train(
         step_now = int(parallel.to_host(state.step))
         if reporter:
             reporter.start_training(step_now, n_total)
+        supervisor.phase("VMC steps")
         while step_now < n_total:
-            if parallel.agree(interrupt.requested()):
+            if stop():
                 save(state)
-                if reporter:
-                    reporter.stop()
-                raise Interrupted(f"interrupted ({interrupt.signal_name or 'another process'}) at step {step_now}; checkpoint saved, {resume_hint}")
+                raise interrupted(f"interrupted ({interrupt.signal_name or 'another process'}) at step {step_now}; checkpoint saved, {resume_hint}")
             s = step_now
             fault = np.asarray((fault_at or {}).get(s, 0.0), dtype=np.float64)
             state, stats = step_fn(state, fault)
@@ -556,6 +596,7 @@ def train(
                 store.append(group, row)
             if reporter:
                 reporter.training_step(row, rejected_total)
+            supervisor.beat()
             if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
                 save(state)
                 if reporter:
@@ -571,8 +612,14 @@ def train(
         if reporter:
             reporter.stop()
 
-    depths = _evaluation_depths(run)
-    final = evaluate(run, state.params, state.walkers, jax.random.fold_in(state.key, 7), depths)
+        depths = _evaluation_depths(run)
+        try:
+            final = evaluate(run, state.params, state.walkers, jax.random.fold_in(state.key, 7), depths, stop=stop, name="final evaluation")
+        except KeyboardInterrupt:
+            raise interrupted(
+                f"interrupted during the final evaluation; all {step_now} steps are saved in the checkpoint; "
+                f"`qernel train --resume --out {out_dir}` evaluates again"
+            ) from None
     start_energies = {} if group is None else {i: _start_energy(group, i) for i in range(len(depths))}
     report = None
     if group is not None:
