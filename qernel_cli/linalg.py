@@ -49,14 +49,27 @@ UNROLL_MAX = 32
 """Matrices up to this size are eliminated by an unrolled loop (static slices); larger ones by a ``fori_loop``."""
 
 
-def _pivot(column: Array, used: Bool[Array, "... n"]) -> tuple[Array, Array, Array, Array]:
-    """Largest-modulus entry of ``column`` among the unused rows: (row, pivot, |pivot|, bad) with a bad (zero) pivot set to 1."""
+def _pivot(m: Array, k, used: Bool[Array, "... n"]) -> tuple[Array, ...]:
+    """Column k of ``m`` and its largest-modulus entry among the unused rows.
+
+    Returns (column, row p, one-hot of p, row p of ``m``, pivot, |pivot|, bad),
+    with a bad (zero or non-finite) pivot set to 1.
+    """
+    column = jax.lax.dynamic_index_in_dim(m, k, axis=-1, keepdims=False)
     size = jnp.real(column * jnp.conj(column)) if jnp.iscomplexobj(column) else column * column
     p = jnp.argmax(jnp.where(used, -1.0, size), axis=-1)
+    is_p = jnp.arange(m.shape[-1]) == p[..., None]
+    pivot_row = jnp.take_along_axis(m, p[..., None, None], axis=-2)[..., 0, :]
     pivot = jnp.take_along_axis(column, p[..., None], axis=-1)[..., 0]
     magnitude = jnp.abs(pivot)
     bad = (magnitude == 0) | ~jnp.isfinite(magnitude)
-    return p, jnp.where(bad, jnp.ones_like(pivot), pivot), jnp.where(bad, 1.0, magnitude), bad
+    return column, p, is_p, pivot_row, jnp.where(bad, jnp.ones_like(pivot), pivot), jnp.where(bad, 1.0, magnitude), bad
+
+
+def _account(books: tuple, k, p: Array, pivot: Array, magnitude: Array, bad: Array) -> tuple:
+    """Record pivot k in (pivot order, Σ log|pivot|, Π pivot/|pivot|, singular)."""
+    order, log_abs, unit, singular = books
+    return order.at[..., k].set(p.astype(jnp.int32)), log_abs + jnp.log(magnitude), unit * (pivot / magnitude), singular | bad
 
 
 def _ratio(x: Array, pivot: Array) -> Array:
@@ -72,15 +85,16 @@ def _loop(n: int, step, carry):
     return jax.lax.fori_loop(0, n, step, carry)
 
 
-def _start(a: Array):
+def _start(a: Array) -> tuple[Array, tuple]:
+    """(rows used as pivots, books) before the first column; books as in :func:`_account`."""
     batch = a.shape[:-2]
-    return (
-        jnp.zeros((*batch, a.shape[-1]), dtype=bool),  # rows used as pivots
+    books = (
         jnp.zeros((*batch, a.shape[-1]), dtype=jnp.int32),  # pivot row of each column
         jnp.zeros(batch, dtype=jnp.finfo(a.dtype).dtype),  # Σ log|pivot|
         jnp.ones(batch, dtype=a.dtype),  # Π pivot/|pivot|
         jnp.zeros(batch, dtype=bool),  # singular
     )
+    return jnp.zeros((*batch, a.shape[-1]), dtype=bool), books
 
 
 def _finish(order, log_abs, unit, singular):
@@ -94,20 +108,16 @@ def _finish(order, log_abs, unit, singular):
 
 def _eliminate_log_det(a: Inexact[Array, "... n n"]) -> tuple[Array, Array, Array]:
     """(log|det A|, det A/|det A|, singular): forward elimination only (≈ n³/2 multiply-adds, no inverse)."""
-    n = a.shape[-1]
-    rows = jnp.arange(n)
 
     def step(k, carry):
-        m, used, order, log_abs, unit, singular = carry
-        column = jax.lax.dynamic_index_in_dim(m, k, axis=-1, keepdims=False)
-        p, pivot, magnitude, bad = _pivot(column, used)
-        used = used | (rows == p[..., None])
-        pivot_row = jnp.take_along_axis(m, p[..., None, None], axis=-2)[..., 0, :]
+        m, used, books = carry
+        column, p, is_p, pivot_row, pivot, magnitude, bad = _pivot(m, k, used)
+        used = used | is_p
         factor = jnp.where(used, 0.0, _ratio(column, pivot[..., None]))  # only rows still to be pivoted need updating
         m = m - factor[..., :, None] * pivot_row[..., None, :]
-        return m, used, order.at[..., k].set(p.astype(jnp.int32)), log_abs + jnp.log(magnitude), unit * (pivot / magnitude), singular | bad
+        return m, used, _account(books, k, p, pivot, magnitude, bad)
 
-    m, _, order, log_abs, unit, singular = _loop(n, step, (a, *_start(a)))
+    _, _, (order, log_abs, unit, singular) = _loop(a.shape[-1], step, (a, *_start(a)))
     log_abs, unit = _finish(order, log_abs, unit, singular)
     return log_abs, unit, singular
 
@@ -122,25 +132,21 @@ def _eliminate(a: Inexact[Array, "... n n"]) -> tuple[Array, Array, Array, Array
     q the inverse of p. A zero (or non-finite) pivot marks the matrix singular;
     its outputs are then the zero matrix, ``LOG_FLOOR`` and 1.
     """
-    n = a.shape[-1]
-    rows = jnp.arange(n)
+    columns = jnp.arange(a.shape[-1])
 
     def step(k, carry):
-        s, used, order, log_abs, unit, singular = carry
-        column = jax.lax.dynamic_index_in_dim(s, k, axis=-1, keepdims=False)
-        p, pivot, magnitude, bad = _pivot(column, used)
-        is_p = rows == p[..., None]
-        is_k = rows == k
-        pivot_row = jnp.take_along_axis(s, p[..., None, None], axis=-2)[..., 0, :]
+        s, used, books = carry
+        column, p, is_p, pivot_row, pivot, magnitude, bad = _pivot(s, k, used)
+        is_k = columns == k
         # Column k of A becomes E's column p_k: 1 in the pivot row, 0 elsewhere, before the row operations.
         base = jnp.where(is_k, 1.0, pivot_row)
         # Rows i ≠ p lose (A_ik / pivot) × the pivot row; a row equal to the pivot row becomes exactly zero.
         multiplier = jnp.where(is_p, 0.0, _ratio(column, pivot[..., None]))
         s = jnp.where(is_k, 0.0, s) - multiplier[..., :, None] * base[..., None, :]
         s = jnp.where(is_p[..., :, None], (base / pivot[..., None])[..., None, :], s)
-        return s, used | is_p, order.at[..., k].set(p.astype(jnp.int32)), log_abs + jnp.log(magnitude), unit * (pivot / magnitude), singular | bad
+        return s, used | is_p, _account(books, k, p, pivot, magnitude, bad)
 
-    s, _, order, log_abs, unit, singular = _loop(n, step, (a, *_start(a)))
+    s, _, (order, log_abs, unit, singular) = _loop(a.shape[-1], step, (a, *_start(a)))
     where = jnp.argsort(order, axis=-1)  # q: the column k with p_k = j
     s = jnp.take_along_axis(s, order[..., :, None], axis=-2)  # rows p_k
     inverse = jnp.take_along_axis(s, where[..., None, :], axis=-1)  # columns q_j

@@ -617,7 +617,7 @@ def train(
             final = evaluate(run, state.params, state.walkers, jax.random.fold_in(state.key, 7), depths, stop=stop, name="final evaluation")
         except KeyboardInterrupt:
             raise interrupted(
-                f"interrupted during the final evaluation; all {step_now} steps are saved in the checkpoint; "
+                f"interrupted during the final evaluation; the checkpoint holds all {step_now} steps; "
                 f"`qernel train --resume --out {out_dir}` evaluates again"
             ) from None
     start_energies = {} if group is None else {i: _start_energy(group, i) for i in range(len(depths))}
