@@ -75,7 +75,7 @@ def test_two_devices_with_the_issue_command_then_resume_on_four(tmp_path: Path, 
     assert resumed["devices"] == 4 and resumed["steps"] == 3
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_four_devices_with_the_issue_command(tmp_path: Path, cli_env):
     summary = _summary(_run(
         ["train", "--preset", "moire-tiny", "--steps", 2, *ISSUE_RUN, "--out", tmp_path / "run", "--json", "--quiet"],
