@@ -296,7 +296,7 @@ def evaluate_orbitals(orbitals: Orbitals, positions: Float[Array, "N 2"]) -> Com
 
 
 def _log_det(matrix: Complex[Array, "n n"]) -> Complex[Array, ""]:
-    """log det as log|det| + i arg det (no LAPACK: see ``qernel_cli.linalg``)."""
+    """log det as log|det| + i arg det (``qernel_cli.linalg``: safe on several CPU devices)."""
     log_abs, phase = linalg.log_det(matrix)
     return jax.lax.complex(log_abs, phase)
 

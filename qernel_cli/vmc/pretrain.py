@@ -34,7 +34,7 @@ def bloch_log_psi(orbitals: Orbitals, n_up: int, positions: Float[Array, "n 2"])
     """log of the Bloch determinant(s); ``orbitals`` holds the n_up up orbitals then the down ones."""
 
     def logdet(orb_slice, x):
-        log_abs, phase = linalg.log_det(evaluate_orbitals(orb_slice, x))  # no LAPACK: see qernel_cli.linalg
+        log_abs, phase = linalg.log_det(evaluate_orbitals(orb_slice, x))  # safe on several CPU devices (qernel_cli.linalg)
         return jax.lax.complex(log_abs, phase)
 
     up, down = _take(orbitals, slice(0, n_up)), _take(orbitals, slice(n_up, None))
