@@ -2,6 +2,9 @@
 
 Importing the package switches JAX to 64-bit mode: energies, Ewald sums and
 determinants are accumulated in float64 (models may still compute in float32).
+It does so without importing JAX (``JAX_ENABLE_X64=1`` in the environment,
+read when JAX is first imported; ``jax.config`` when JAX is already loaded),
+so that the command line answers ``--help`` before JAX would have loaded.
 
 It also adds ``--xla_cpu_enable_concurrency_optimized_scheduler=false`` to
 ``XLA_FLAGS`` (unless that flag is already set). jaxlib's CPU LAPACK kernels
@@ -25,8 +28,10 @@ _SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
 if _SCHEDULER_FLAG not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" {_SCHEDULER_FLAG}=false").strip()
 
-import jax  # noqa: E402
+import sys  # noqa: E402
 
-jax.config.update("jax_enable_x64", True)
+os.environ["JAX_ENABLE_X64"] = "1"
+if "jax" in sys.modules:
+    sys.modules["jax"].config.update("jax_enable_x64", True)
 
 __version__ = "0.1.0"

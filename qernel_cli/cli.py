@@ -10,9 +10,8 @@ from typing import Annotated, Callable, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from qernel_cli import __version__
+from qernel_cli import __version__, tables
 from qernel_cli.errors import QernelError, one_line, os_error_message
 
 app = typer.Typer(
@@ -23,6 +22,7 @@ app = typer.Typer(
 )
 
 out = Console()
+out.soft_wrap = not out.is_terminal  # in a pipe or a log file a line is never broken or cut
 err = Console(stderr=True)
 
 PresetOption = Annotated[
@@ -105,21 +105,20 @@ def presets():
     """List the bundled presets: electrons, supercell, filling, material and depth range."""
     from qernel_cli.config import preset_names, resolve
 
-    table = Table(title="QERNEL presets", title_justify="left")
-    for column in ("name", "N (↑,↓)", "supercell", "filling ν", "material (a_M, m*, ε, φ)", "V range (meV)"):
-        table.add_column(column, overflow="fold")
+    columns = ("name", "N (↑,↓)", "supercell", "filling ν", "material (a_M, m*, ε, φ)", "V range (meV)")
     configs = sorted(((resolve(name), name) for name in preset_names()), key=lambda cn: (cn[0].n_electrons, cn[1]))
+    rows = []
     for c, name in configs:
         m, el = c.material, c.electrons
-        table.add_row(
+        rows.append((
             name,
             f"{c.n_electrons} ({el.n_up},{el.n_down})",
             f"{c.supercell.L1}×{c.supercell.L2}",
             _fraction(c.n_electrons, c.supercell.L1 * c.supercell.L2),
             f"{m.a_M_nm:g} nm, {m.m_star:g} mₑ, {m.epsilon:g}, {m.phi_deg:g}°",
             f"{c.hamiltonian.V_min_meV:g}–{c.hamiltonian.V_max_meV:g}",
-        )
-    out.print(table)
+        ))
+    tables.show(out, "QERNEL presets", columns, rows, justify="left")
 
 
 def _fraction(n: int, d: int) -> str:
@@ -151,9 +150,6 @@ def info(
 
     c = resolve(preset, set_ or [])
     mat = c.material_units
-    table = Table(title=f"{preset}: {c.description}", title_justify="left", show_header=False)
-    table.add_column("quantity")
-    table.add_column("value")
     rows = [
         ("electrons N (↑,↓)", f"{c.n_electrons} ({c.electrons.n_up},{c.electrons.n_down})"),
         ("supercell", f"{c.supercell.L1}×{c.supercell.L2} moiré cells, area {c.supercell_geometry.area:.4f} a_M²"),
@@ -186,9 +182,7 @@ def info(
             ("parameters", f"{sum(parts.values()):,} (" + ", ".join(f"{k} {v:,}" for k, v in parts.items()) + ")"),
             ("FLOPs per forward pass", f"{forward_flops(wavefunction):.4g} per configuration"),
         ]
-    for row in rows:
-        table.add_row(*row)
-    out.print(table)
+    tables.show(out, f"{preset}: {c.description}", ("quantity", "value"), rows, header=False, justify="left")
 
 
 @app.command()
@@ -292,11 +286,9 @@ def _computes_on_cpu() -> bool:
 
 
 def _print_energies(summary: dict) -> None:
-    table = Table(title=f"energies per electron after {summary['steps']} steps ({summary['wall_time_s']:.0f} s)", title_justify="left")
     start = all("start_energy_per_electron_meV" in d for d in summary["depths"])
-    columns = ["V (meV)", "E/N (meV)", "± (meV)", "kinetic", "moiré", "interaction"]
-    for column in columns + (["before VMC", "VMC gain"] if start else []):
-        table.add_column(column, justify="right")
+    columns = ["V (meV)", "E/N (meV)", "± (meV)", "kinetic", "moiré", "interaction"] + (["before VMC", "VMC gain"] if start else [])
+    rows = []
     for d in summary["depths"]:
         row = [
             f"{d['V_meV']:.3f}",
@@ -310,8 +302,8 @@ def _print_energies(summary: dict) -> None:
             gain = d["start_energy_per_electron_meV"] - d["energy_per_electron_meV"]
             sigma = (d["start_energy_error_meV"] ** 2 + d["energy_error_meV"] ** 2) ** 0.5
             row += [f"{d['start_energy_per_electron_meV']:.4f} ± {d['start_energy_error_meV']:.4f}", f"{gain:+.4f} ({gain / sigma:+.1f}σ)"]
-        table.add_row(*row)
-    out.print(table)
+        rows.append(row)
+    tables.show(out, f"energies per electron after {summary['steps']} steps ({summary['wall_time_s']:.0f} s)", columns, rows)
     h = summary.get("health")
     if h:
         taus = ", ".join(f"{t:.0f}" for t in h["autocorrelation_sweeps"])
@@ -420,22 +412,22 @@ def _observables_summary(results, attrs) -> dict:
 
 
 def _print_observables(summary: dict) -> None:
-    table = Table(title=f"observables per electron (meV), N = {summary['n_electrons']}", title_justify="left")
-    for column in ("V (meV)", "E/N", "kinetic", "moiré", "interaction", "τ", "m²", "m²_site", "acc"):
-        table.add_column(column, justify="right")
+    columns = ("V (meV)", "E/N", "kinetic", "moiré", "interaction", "τ", "m²", "m²_site", "acc")
 
     def pm(row, key):
         return f"{row[key + '_meV']:.4f} ± {row[key + '_error_meV']:.4f}"
 
-    for row in summary["depths"]:
-        def order(key):
-            return "—" if row[key] is None else f"{row[key]:.3f} ± {row[key + '_error']:.3f}"
+    def order(row, key):
+        return "—" if row[key] is None else f"{row[key]:.3f} ± {row[key + '_error']:.3f}"
 
-        table.add_row(
+    rows = [
+        (
             f"{row['V_meV']:g}", pm(row, "energy_per_electron"), pm(row, "kinetic"), pm(row, "potential"), pm(row, "interaction"),
-            f"{row['energy_per_electron_tau_records']:.1f}", order("order_parameter"), order("site_order"), f"{row['acceptance']:.2f}",
+            f"{row['energy_per_electron_tau_records']:.1f}", order(row, "order_parameter"), order(row, "site_order"), f"{row['acceptance']:.2f}",
         )
-    out.print(table)
+        for row in summary["depths"]
+    ]
+    tables.show(out, f"observables per electron (meV), N = {summary['n_electrons']}", columns, rows)
     out.print(
         f"crystal order (1 = honeycomb crystal): m² = 4⟨|ρ_K|²⟩/N², {summary['order_parameter_liquid']:.3f} for an uncorrelated liquid; "
         f"m²_site (electrons on their nearest moiré site), {summary['site_order_random_sites']:.3f} for randomly occupied sites. τ: autocorrelation time (records)."
@@ -478,17 +470,16 @@ def phasediagram(
     if json_:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         return
-    table = Table(title=f"phase diagram, N = {summary['n_electrons']} (per electron, meV)", title_justify="left")
-    for column in ("V (meV)", "E/N", "kinetic", "moiré", "interaction", "m²_site"):
-        table.add_column(column, justify="right")
+    rows = []
     for d in summary["depths"]:
         order = "—" if d["site_order"] is None else f"{d['site_order']:.3f} ± {d['site_order_error']:.3f}"
-        table.add_row(
+        rows.append((
             f"{d['V_meV']:g}",
             *(f"{d[k + '_meV']:.4f} ± {d[k + '_error_meV']:.4f}" for k in ("energy", "kinetic", "potential", "interaction")),
             order,
-        )
-    out.print(table)
+        ))
+    columns = ("V (meV)", "E/N", "kinetic", "moiré", "interaction", "m²_site")
+    tables.show(out, f"phase diagram, N = {summary['n_electrons']} (per electron, meV)", columns, rows)
     t = summary["transition"]
     if t and t["depth"] is not None:
         out.print(f"transition depth V_c = {t['depth']:.2f} ± {t['error']:.2f} meV ({t['method']})")

@@ -15,13 +15,15 @@ import math
 import tomllib
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import tomli_w
 
 from qernel_cli.errors import QernelError, os_reason
-from qernel_cli.lattice import Supercell
 from qernel_cli.units import Material
+
+if TYPE_CHECKING:
+    from qernel_cli.lattice import Supercell
 
 
 class ConfigError(QernelError, ValueError):
@@ -191,6 +193,8 @@ class Config:
 
     @property
     def supercell_geometry(self) -> Supercell:
+        from qernel_cli.lattice import Supercell  # imports JAX: not needed to read or print a config
+
         return Supercell(self.supercell.L1, self.supercell.L2)
 
     @property
@@ -245,7 +249,8 @@ def _coerce(value: Any, tp: Any, field: str) -> Any:
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{field}: expected a string, got {_short(value)}")
+            quoted = f' (write it in quotes: "{value}")' if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+            raise ConfigError(f"{field}: expected a string, got {_short(value)}{quoted}")
         return value
     raise TypeError(f"unsupported config type {tp!r} for {field}")  # pragma: no cover
 
@@ -427,7 +432,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             else:
                 if not last:
                     raise ConfigError(f"override {_short(text)}: {path} is a value, not a section")
-                # Friendly coercion of bare strings for numbers is not done: TOML already parsed them.
+                if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    value = text.partition("=")[2].strip()  # a number typed for a text field (filling=1) means its text
                 node[part] = value
     return data
 

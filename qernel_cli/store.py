@@ -4,6 +4,14 @@ Each array carries ``dimension_names`` and a ``units`` attribute; the group
 carries provenance (qernel/jax/equinox/folx versions, device, config). Rows
 are appended one training step at a time; on resume a store is truncated to
 the checkpoint's step count, so steps are neither lost nor duplicated.
+
+Every change made through this module (create, append, truncate, attributes)
+ends by consolidating the group's metadata, so readers (``xarray.open_zarr``)
+open a store with one read and see the shapes of the last complete write.
+Training appends a row per step without it (consolidating costs tens of ms)
+and consolidates at every checkpoint instead. QERNEL itself always reads the
+live metadata of each array (``use_consolidated=False``), never the
+consolidated copy.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import dataclasses
 import os
 import platform
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +76,7 @@ def create(path: Path, variables: dict[str, Variable], sizes: dict[str, int], at
         group.attrs.update({"format": STORE_FORMAT, **provenance(), **attrs})
         for name, var in variables.items():
             _create_array(group, name, var, sizes, 0)
+        consolidate(group)
     except OSError as error:
         failure = StoreError(f"cannot create store {path}: {os_reason(error)}")
         failure.reason = os_reason(error)
@@ -89,7 +99,39 @@ def add_missing(group: zarr.Group, variables: dict[str, Variable], sizes: dict[s
     missing = [name for name in variables if name not in group]
     for name in missing:
         _create_array(group, name, variables[name], sizes, length)
+    if missing:
+        consolidate(group)
     return missing
+
+
+def consolidate(group: zarr.Group | Path) -> None:
+    """Write the consolidated metadata of a group or of the store at a path (every array's shape and attributes in its ``zarr.json``).
+
+    Raises OSError if the file system refuses (callers of this module's writers get a :class:`StoreError`).
+    """
+    with warnings.catch_warnings():  # zarr notes that format 3 has no consolidated metadata yet; zarr and xarray read it
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part", category=UserWarning)
+        if isinstance(group, zarr.Group):
+            zarr.consolidate_metadata(group.store, path=group.path or None)
+        else:
+            zarr.consolidate_metadata(str(group))
+
+
+def checkpoint(group: zarr.Group) -> None:
+    """Consolidate after appends made with ``consolidated=False`` (one-line :class:`StoreError` if refused)."""
+    try:
+        consolidate(group)
+    except OSError as error:
+        raise _write_error(group, error) from None
+
+
+def set_attrs(group: zarr.Group, attrs: dict[str, Any]) -> None:
+    """Update group attributes and re-consolidate (one-line :class:`StoreError` if the file system refuses)."""
+    try:
+        group.attrs.update(attrs)
+        consolidate(group)
+    except OSError as error:
+        raise _write_error(group, error) from None
 
 
 def open_existing(path: Path, mode: str = "r") -> zarr.Group:
@@ -98,7 +140,7 @@ def open_existing(path: Path, mode: str = "r") -> zarr.Group:
     if not path.exists():
         raise StoreError(f"store not found: {path}")
     try:
-        group = zarr.open_group(str(path), mode=mode)
+        group = zarr.open_group(str(path), mode=mode, use_consolidated=False)
         fmt = group.attrs.get("format")
     except OSError as error:
         raise StoreError(f"cannot open store {path}: {os_reason(error)}") from None
@@ -190,9 +232,9 @@ def _growing_dim(array: zarr.Array) -> str | None:
     return names[0] if names else None
 
 
-def append(group: zarr.Group, rows: dict[str, Any]) -> None:
-    """Append one row to each named array (the growing first dimension)."""
-    append_rows(group, [rows])
+def append(group: zarr.Group, rows: dict[str, Any], consolidated: bool = True) -> None:
+    """Append one row to each named array (the growing first dimension); see :func:`append_rows`."""
+    append_rows(group, [rows], consolidated)
 
 
 def truncate(group: zarr.Group, n: int, dim: str) -> None:
@@ -201,12 +243,16 @@ def truncate(group: zarr.Group, n: int, dim: str) -> None:
         for _, array in group.arrays():
             if _growing_dim(array) == dim and array.shape[0] > n:
                 array.resize((n, *array.shape[1:]))
+        consolidate(group)
     except OSError as error:
         raise _write_error(group, error) from None
 
 
-def append_rows(group: zarr.Group, rows: list[dict[str, Any]]) -> None:
+def append_rows(group: zarr.Group, rows: list[dict[str, Any]], consolidated: bool = True) -> None:
     """Append several rows at once (one resize per array; cheaper than row by row).
+
+    With ``consolidated=False`` the consolidated metadata keeps the earlier
+    shapes until the caller's next :func:`checkpoint`.
 
     If the file system refuses a write (disk full, read-only), the arrays
     grown so far are cut back (as far as the file system still allows) and a
@@ -221,6 +267,8 @@ def append_rows(group: zarr.Group, rows: list[dict[str, Any]]) -> None:
             block = np.stack([np.asarray(row[name], dtype=array.dtype) for row in rows])
             grown.append((array, array.shape[0]))
             array.append(block, axis=0)
+        if consolidated:
+            consolidate(group)
     except OSError as error:
         for array, n in grown:
             with contextlib.suppress(Exception):

@@ -1,5 +1,7 @@
 """The `qernel` command line: listing, help, version, one-line errors."""
 
+import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -22,9 +24,10 @@ def test_version():
 def test_presets_lists_the_five_house_presets():
     result = runner.invoke(app, ["presets"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
+    rows = {line.split("\t")[0]: line.split("\t") for line in result.stdout.splitlines() if not line.startswith("#")}
+    assert rows.pop("name")[:4] == ["name", "N (↑,↓)", "supercell", "filling ν"]
     for name, n, sc in [("moire-tiny", 6, "3×3"), ("moire24", 24, "6×6"), ("moire54", 54, "9×9"), ("moire96", 96, "12×12"), ("moire150", 150, "15×15")]:
-        line = next(l for l in result.stdout.splitlines() if f" {name} " in l)
-        assert f"{n} ({n},0)" in line and sc in line and "2/3" in line
+        assert rows[name][1:4] == [f"{n} ({n},0)", sc, "2/3"]
 
 
 @pytest.mark.parametrize("command", ["train", "sample", "observe", "phasediagram", "presets", "config", "info"])
@@ -86,3 +89,75 @@ def test_sample_and_observe_refuse_missing_inputs(args, message, tmp_path, monke
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and message in result.stderr
     assert not (tmp_path / "s.zarr").exists()
+
+
+PROBE = """
+import runpy, sys
+sys.argv = ["qernel", *sys.argv[1:]]
+try:
+    runpy.run_module("qernel_cli", run_name="__main__")
+except SystemExit as stop:
+    code = stop.code if isinstance(stop.code, int) else 0
+sys.stderr.write(f"JAX_IMPORTED={'jax' in sys.modules}\\n")
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize(
+    "args,code",
+    [(["--help"], 0), (["--version"], 0), (["presets"], 0), (["config", "--preset", "moire150"], 0), (["train", "--help"], 0),
+     (["train", "--no-such-option"], 2), (["config", "--set", "model.layrs=3"], 2), ([], 2)],
+)
+def test_commands_that_compute_nothing_never_import_jax(args, code):
+    """Help, version, presets, config and usage errors answer without loading JAX (the ~2 s that made `--help` slow).
+
+    Their latency is measured by benchmarks/cli_latency.py; this is the contract behind it.
+    """
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env={**os.environ, "COLUMNS": "120"}, timeout=60)
+    assert done.returncode == code, done.stderr[-2000:]
+    assert done.stderr.strip().endswith("JAX_IMPORTED=False"), done.stderr[-2000:]
+
+
+def test_importing_the_package_still_means_float64(tmp_path):
+    """`import qernel_cli` before or after JAX switches JAX to 64-bit (no JAX import of its own)."""
+    for order in ("import qernel_cli, jax", "import jax, qernel_cli"):
+        code = f"{order}; import jax.numpy as jnp; print(jnp.zeros(1).dtype)"
+        env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        assert done.stdout.strip() == "float64", (order, done.stderr[-2000:])
+
+
+def test_set_accepts_a_number_for_a_text_field():
+    """`--set electrons.filling=1` means the filling "1" (TOML would read it as an integer)."""
+    from qernel_cli.config import ConfigError, resolve
+
+    c = resolve("moire-tiny", ["supercell.L1=2", "supercell.L2=3", "electrons.n_up=6", "electrons.filling=1"])
+    assert c.electrons.filling == "1" and c.filling == 1.0
+    with pytest.raises(ConfigError, match="does not fit|needs N"):
+        resolve("moire-tiny", ["electrons.filling=1"])  # 6 electrons on 3×3 is 2/3, not 1
+    with pytest.raises(ConfigError, match='write it in quotes: "1"'):
+        from_dict({**tomllib.loads(runner.invoke(app, ["config"]).stdout), "electrons": {"n_up": 6, "n_down": 0, "filling": 1}})
+
+
+def test_batch_job_output_of_train(tiny_train):
+    """`qernel train > out 2> err`: progress as plain lines on stderr, the energy table with every digit on stdout."""
+    import json
+
+    run, done = tiny_train
+    progress = [line for line in done.stderr.splitlines() if line.startswith("VMC ")]
+    assert [line.split()[1] for line in progress] == ["1/4", "3/4", "4/4"], done.stderr  # first, 2 later (QERNEL_PROGRESS_EVERY), last
+    for line in progress:
+        assert re.search(r"E [+-]\d+\.\d{4}±\d+\.\d{4} meV/e  var \S+ meV²  acc \d\.\d\d  \S+ steps/s  elapsed \d:\d\d:\d\d", line), line
+    assert "remaining" in progress[0] and "\x1b" not in done.stderr  # no terminal escapes in a log
+    assert "Warning" not in done.stderr
+    assert any(re.match(r"\[\d\d:\d\d:\d\d\] ", line) for line in done.stderr.splitlines())  # phase lines
+    summary = json.loads((run / "summary.json").read_text())
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("# energies per electron after 4 steps")
+    header = lines[1].split("\t")
+    assert header[:3] == ["V (meV)", "E/N (meV)", "± (meV)"]
+    rows = [line.split("\t") for line in lines[2 : 2 + len(summary["depths"])]]
+    for row, depth in zip(rows, summary["depths"]):
+        assert len(row) == len(header) and "…" not in "".join(row)
+        assert float(row[1]) == pytest.approx(depth["energy_per_electron_meV"], abs=5e-5)
+        assert float(row[2]) == pytest.approx(depth["energy_error_meV"], abs=5e-5)

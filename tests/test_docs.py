@@ -232,11 +232,17 @@ def test_every_array_and_attribute_of_real_stores_is_documented(written_stores):
 
 
 def test_attributes_set_after_creation_are_documented():
-    """Attributes that the code adds to an existing store (``….attrs["name"] = …``) are documented too."""
+    """Attributes that the code adds to an existing store (``….attrs["name"] = …``, ``store.set_attrs(group, {"name": …})``) are documented too."""
     text = _read(STORE_DOC)
-    pattern = re.compile(r"""\.attrs\[\s*["'](\w+)["']\s*\]\s*=""")
-    found = {name for path in (ROOT / "qernel_cli").rglob("*.py") for name in pattern.findall(_read(path))}
-    assert "start_energy_meV" in found  # the scan itself works
+    assignment = re.compile(r"""\.attrs\[\s*["'](\w+)["']\s*\]\s*=""")
+    call = re.compile(r"set_attrs\(\s*[^{]*\{(.*?)\}\s*\)", re.S)
+    key = re.compile(r"""["'](\w+)["']\s*:""")
+    found = set()
+    for path in (ROOT / "qernel_cli").rglob("*.py"):
+        source = _read(path)
+        found.update(assignment.findall(source))
+        found.update(name for body in call.findall(source) for name in key.findall(body))
+    assert {"start_energy_meV", "transition"} <= found  # the scan itself works
     missing = sorted(name for name in found if f"`{name}`" not in text)
     assert not missing, f"store attributes not documented in docs/store-format.md: {missing}"
 

@@ -22,8 +22,11 @@ TINY = [
     "--set", "model.layers=1", "--set", "model.width=16", "--set", "model.heads=2", "--set", "model.kv_heads=1",
     "--set", "model.mlp_width=16", "--set", "model.film_hidden=8", "--set", "model.determinants=1",
     "--set", "sampler.walkers=16", "--set", "sampler.burn_in=10", "--set", "pretrain.steps=2",
-    "--set", "training.evaluate_start=false",
+    "--set", "training.evaluate_start=false", "--set", "model.experts=2", "--set", "model.harmonics=1",
+    "--set", "model.envelope_shells=2", "--set", "model.envelope_anchors=1", "--set", "model.pair_jastrow_qmax=0",
+    "--set", "hamiltonian.coulomb=false",
 ]
+"""The smallest model, without the Ewald sum (which has nothing to do with devices), trained by SPRING (which does)."""
 
 
 def _env(devices: int | None = None) -> dict[str, str]:

@@ -59,7 +59,7 @@ def _summary(done: subprocess.CompletedProcess) -> dict:
     return json.loads(done.stdout[done.stdout.index("{"):])
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_two_devices_with_the_issue_command_then_resume_on_four(tmp_path: Path, cli_env):
     out = tmp_path / "run"
     done = _run(["train", "--preset", "moire-tiny", "--steps", 2, *ISSUE_RUN, "--out", out, "--json"], _env(cli_env, 2), timeout=900)

@@ -4,12 +4,12 @@ import json
 
 import numpy as np
 import pytest
-import xarray as xr
 
 from qernel_cli import checkpoint
 from qernel_cli.config import resolve
 from qernel_cli.vmc import train as training
 from qernel_cli.vmc.train import RunError, train
+from zarrtools import open_zarr
 
 SMALL = [
     "model.layers=1",
@@ -44,7 +44,7 @@ def faulty_run(tmp_path_factory):
 
 def test_store_has_named_dimensions_units_and_provenance(faulty_run):
     out, summary = faulty_run
-    ds = xr.open_zarr(out / "train.zarr", consolidated=False)
+    ds = open_zarr(out / "train.zarr")
     assert ds["energy"].dims == ("step", "group") and ds.sizes["step"] == 5 and ds.sizes["group"] == 2
     assert ds["energy"].attrs["units"] == "meV" and ds["move_width"].attrs["units"] == "a_M"
     assert ds["pretrain_infidelity"].dims == ("pretrain_step", "group") and ds.sizes["pretrain_step"] == 3
@@ -59,7 +59,7 @@ def test_store_has_named_dimensions_units_and_provenance(faulty_run):
 
 def test_nonfinite_step_is_rejected_and_rolled_back(faulty_run):
     out, summary = faulty_run
-    ds = xr.open_zarr(out / "train.zarr", consolidated=False)
+    ds = open_zarr(out / "train.zarr")
     assert list(ds["accepted"].values) == [1, 1, 0, 1, 1]
     assert np.isnan(ds["energy"].values[2]).all() and np.isfinite(ds["energy"].values[[0, 1, 3, 4]]).all()
     assert summary["rejected_steps"] == 1 and summary["steps"] == 5
@@ -94,8 +94,8 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     train(small_config(6), full)
     train(small_config(3), part)
     train(None, part, resume=True, steps=6)
-    a = xr.open_zarr(full / "train.zarr", consolidated=False)
-    b = xr.open_zarr(part / "train.zarr", consolidated=False)
+    a = open_zarr(full / "train.zarr")
+    b = open_zarr(part / "train.zarr")
     assert b.sizes["step"] == 6
     for name in ("energy", "variance", "acceptance", "move_width", "depth"):
         np.testing.assert_allclose(b[name].values, a[name].values, rtol=1e-10, atol=1e-12, err_msg=name)
@@ -188,7 +188,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_completes(tmp_path):
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.5)
             try:
-                if zarr.open_group(str(out / "train.zarr"), mode="r")["step"].shape[0] >= 3:
+                if zarr.open_group(str(out / "train.zarr"), mode="r", use_consolidated=False)["step"].shape[0] >= 3:
                     break
             except Exception:  # store not created yet
                 continue
@@ -203,12 +203,12 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_completes(tmp_path):
     header = checkpoint.read_header(out / "checkpoint.npz")
     stopped = header["step"]
     assert 3 <= stopped < 400
-    ds = xr.open_zarr(out / "train.zarr", consolidated=False)
+    ds = open_zarr(out / "train.zarr")
     assert list(ds["step"].values) == list(range(stopped))
     assert ds.sizes["pretrain_step"] == 3
     summary = train(None, out, resume=True, steps=stopped + 2)
     assert summary["steps"] == stopped + 2
-    ds = xr.open_zarr(out / "train.zarr", consolidated=False)
+    ds = open_zarr(out / "train.zarr")
     assert list(ds["step"].values) == list(range(stopped + 2)) and ds.sizes["pretrain_step"] == 3
 
 

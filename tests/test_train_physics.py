@@ -1,4 +1,4 @@
-"""Physics acceptance of `qernel train` on moire-tiny (kept small enough for CI; marked slow).
+"""Physics acceptance of `qernel train` on moire-tiny (marked slow; the interacting check is `extended`).
 
 * Non-interacting limit: the trained family reproduces the exact plane-wave
   ground-state energy at every evaluated depth to 0.1 % and 3 standard errors,
@@ -10,11 +10,11 @@
 
 import numpy as np
 import pytest
-import xarray as xr
 
 from qernel_cli.config import resolve
 from qernel_cli.vmc.reference import bloch_reference
 from qernel_cli.vmc.train import train
+from zarrtools import open_zarr
 
 pytestmark = pytest.mark.slow
 
@@ -36,10 +36,11 @@ def test_noninteracting_family_reaches_exact_band_energies(tmp_path):
     assert np.all(np.abs(energy - exact) <= 3 * error + 1e-9), (energy, error, exact)
     assert summary["rejected_steps"] == 0
     # Pre-training alone gets close: a small infidelity with the Bloch determinants.
-    log = xr.open_zarr(tmp_path / "free" / "train.zarr", consolidated=False)
+    log = open_zarr(tmp_path / "free" / "train.zarr")
     assert float(log["pretrain_infidelity"][-10:].mean()) < 0.01
 
 
+@pytest.mark.extended
 def test_interacting_energy_decreases_and_beats_the_bloch_determinant(tmp_path):
     config = resolve("moire-tiny", [*COMMON, "training.steps=200", "training.evaluate_start=true"])
     summary = train(config, tmp_path / "coulomb")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from zarrtools import open_zarr
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "docs" / "make_tutorial_images.py"
@@ -42,8 +43,8 @@ def _option(command: str, name: str) -> list[str]:
     return [words[i + 1] for i, word in enumerate(words[:-1]) if word == name]
 
 
-def _command(prefix: str) -> str:
-    found = [c for c in tutorial.commands(TEXT) if c.startswith(prefix)]
+def _command(prefix: str, text: str = TEXT) -> str:
+    found = [c for c in tutorial.commands(text) if c.startswith(prefix)]
     assert len(found) == 1, f"expected one `{prefix} ...` command in the tutorial, found {found}"
     return found[0]
 
@@ -108,26 +109,48 @@ def test_the_tutorial_has_the_steps_it_promises():
 # The whole tutorial.
 
 
-@pytest.fixture(scope="module")
-def ran(tmp_path_factory):
+QUICK = {
+    "training.steps=250": "training.steps=30",
+    "pretrain.steps=100": "pretrain.steps=20",
+    "sampler.walkers=128": "sampler.walkers=32",
+    "training.evaluate_blocks=10": "training.evaluate_blocks=4",
+    "--walkers 64": "--walkers 16",
+    "--records 50": "--records 12",
+    "--records 40": "--records 8",
+}
+"""The default test run follows the tutorial with fewer steps, walkers and records (the same commands,
+files and checks); ``pytest -m extended`` runs it exactly as written."""
+
+
+def _quick(text: str) -> str:
+    for old, new in QUICK.items():
+        assert old in text, f"the tutorial no longer contains {old!r}: update QUICK in tests/test_tutorial.py"
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.fixture(scope="module", params=["quick", pytest.param("as written", marks=pytest.mark.extended)])
+def ran(request, tmp_path_factory):
+    """(work directory, results, the text that ran): the tutorial's commands, shortened or as written."""
+    text = _quick(TEXT) if request.param == "quick" else TEXT
     workdir = tmp_path_factory.mktemp("tutorial")
     timings = []
-    results = tutorial.run_tutorial(workdir, TEXT, echo=lambda r: timings.append(f"{r.seconds:6.1f} s  {r.command}"))
+    results = tutorial.run_tutorial(workdir, text, echo=lambda r: timings.append(f"{r.seconds:6.1f} s  {r.command}"))
     print("\n".join(timings))
-    return workdir, results
+    return workdir, results, text
 
 
 @pytest.mark.slow
 def test_every_command_succeeds(ran):
-    _, results = ran
+    _, results, text = ran
     last = results[-1]
     assert last.returncode == 0, f"`{last.command}` exited with {last.returncode}:\n{last.stdout}\n{last.stderr}"
-    assert [r.command for r in results] == tutorial.commands(TEXT)
+    assert [r.command for r in results] == tutorial.commands(text)
 
 
 @pytest.mark.slow
 def test_the_files_the_tutorial_shows_exist(ran):
-    workdir, results = ran
+    workdir, results, _ = ran
     assert results[-1].returncode == 0
     for path in sorted(set(re.findall(r"`(runs/[^`\s]+)`", TEXT))):
         assert (workdir / path).exists(), f"docs/tutorial.md mentions {path}, which the commands did not write"
@@ -137,8 +160,8 @@ def test_the_files_the_tutorial_shows_exist(ran):
 
 @pytest.mark.slow
 def test_training_outputs_are_what_the_text_describes(ran):
-    workdir, _ = ran
-    config = _command("qernel config")
+    workdir, _, text = ran
+    config = _command("qernel config", text)
     summary = json.loads((workdir / "runs/tutorial/summary.json").read_text())
     steps = [int(v.split("=")[1]) for v in _option(config, "--set") if v.startswith("training.steps=")]
     assert summary["steps"] == steps[0]
@@ -148,20 +171,16 @@ def test_training_outputs_are_what_the_text_describes(ran):
         assert total == pytest.approx(row["energy_per_electron_meV"], abs=1e-6)
     assert set(summary["health"]) >= {"acceptance", "clipped_fraction", "autocorrelation_sweeps"}
 
-    import xarray as xr
-
-    train = xr.open_zarr(workdir / "runs/tutorial/train.zarr", consolidated=False)
+    train = open_zarr(workdir / "runs/tutorial/train.zarr")
     assert train.sizes["step"] == summary["steps"] and train["energy"].attrs["units"] == "meV"
     assert "pretrain_infidelity" in train
 
 
 @pytest.mark.slow
 def test_observables_at_the_two_depths(ran):
-    workdir, _ = ran
-    import xarray as xr
-
-    depths = sorted(float(v) for v in _option(_command("qernel sample"), "--depth"))
-    obs = xr.open_zarr(workdir / "runs/tutorial/s.zarr", group="observables", consolidated=False)
+    workdir, _, text = ran
+    depths = sorted(float(v) for v in _option(_command("qernel sample", text), "--depth"))
+    obs = open_zarr(workdir / "runs/tutorial/s.zarr", group="observables")
     assert list(obs["depth"].values) == depths
     assert np.all(obs["energy_error"].values > 0)
     assert np.all((obs["site_order"].values >= 0) & (obs["site_order"].values <= 1))
@@ -171,10 +190,10 @@ def test_observables_at_the_two_depths(ran):
 
 @pytest.mark.slow
 def test_phase_diagram_json_and_store(ran):
-    workdir, _ = ran
+    workdir, _, text = ran
     from qernel_cli.workflows.phasediagram import parse_depths
 
-    command = _command("qernel phasediagram")
+    command = _command("qernel phasediagram", text)
     grid = parse_depths(_option(command, "--depths")[0])
     out = workdir / _option(command, "--out")[0]
     summary = json.loads((out / "phasediagram.json").read_text())
@@ -192,15 +211,13 @@ def test_phase_diagram_json_and_store(ran):
     if math.isfinite(transition["depth"]):
         assert grid[0] <= transition["depth"] <= grid[-1] and transition["error"] > 0
 
-    import xarray as xr
-
-    store = xr.open_zarr(out / "phasediagram.zarr", consolidated=False)
+    store = open_zarr(out / "phasediagram.zarr")
     np.testing.assert_allclose(store["depth"].values, grid)
     assert store.attrs["transition"] == transition
 
 
 @pytest.mark.slow
 def test_reading_the_results_prints_the_transition(ran):
-    _, results = ran
+    _, results, _ = ran
     printed = next(r.stdout for r in results if r.command == "python read_results.py")
     assert re.search(r"V_c = \S+ ± \S+ meV", printed) and "site_order" in printed

@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import pytest
-import xarray as xr
 import zarr
 from typer.testing import CliRunner
 
@@ -17,6 +16,7 @@ from qernel_cli.vmc.train import train
 from qernel_cli.workflows.observe import observe_store
 from qernel_cli.workflows.phasediagram import PhaseDiagramError, parse_depths
 from qernel_cli.workflows.sample import sample_to_store
+from zarrtools import open_zarr
 
 SMALL = [
     "model.layers=1", "model.width=16", "model.heads=2", "model.kv_heads=1", "model.mlp_width=16", "model.experts=2",
@@ -46,7 +46,7 @@ def test_sample_store_layout_units_and_energy_components(sampled):
     path, summary, warnings = sampled
     assert summary["records_per_depth"] == 6 and summary["session"] == 0 and summary["records_in_store"] == 12
     assert len(warnings) == 1 and "40" in warnings[0] and "extrapolates" in warnings[0]
-    ds = xr.open_zarr(path, consolidated=False)
+    ds = open_zarr(path)
     assert ds["positions"].dims == ("record", "walker", "electron", "xy") and ds["positions"].shape == (12, 8, 6, 2)
     assert ds["energy"].attrs["units"] == "meV" and ds["positions"].attrs["units"] == "a_M"
     assert sorted(set(ds["depth"].values)) == [5.0, 40.0]
@@ -66,7 +66,7 @@ def test_append_keeps_old_records_and_repairs_torn_writes(run_dir, tmp_path):
     group["energy"].append(np.zeros((1, 4)), axis=0)
     second = sample_to_store(run_dir, [20.0], path, walkers=4, records=2, sweeps=1, burn_in=0)
     assert second["session"] == 1 and second["records_in_store"] == 5
-    ds = xr.open_zarr(path, consolidated=False)
+    ds = open_zarr(path)
     np.testing.assert_array_equal(ds["positions"].values[:3], before)
     assert list(ds["session"].values) == [0, 0, 0, 1, 1] and list(ds["depth"].values) == [10, 10, 10, 20, 20]
     with pytest.raises(store.StoreError, match="walkers"):
@@ -90,7 +90,7 @@ def test_a_live_writer_locks_the_store(sampled, run_dir):
 def test_observe_writes_observables_and_plots(sampled, tmp_path):
     path = sampled[0]
     results, attrs = observe_store(path, grid=12, plots_dir=tmp_path / "plots", out_store=tmp_path / "obs.zarr")
-    ds = xr.open_zarr(tmp_path / "obs.zarr", consolidated=False)
+    ds = open_zarr(tmp_path / "obs.zarr")
     assert list(ds["depth"].values) == [5.0, 40.0]
     assert ds["density"].dims == ("depth", "s1", "s2") and ds["density_cell"].shape == (2, 4, 4)
     area = resolve("moire-tiny", SMALL).supercell_geometry.area
@@ -110,7 +110,7 @@ def test_phasediagram_cli_json_resumes_without_resampling(run_dir, tmp_path):
     summary = json.loads(result.stdout)
     assert [d["V_meV"] for d in summary["depths"]] == [0.0, 10.0, 20.0, 30.0]
     assert summary["transition"]["method"] and (out / "phasediagram.png").is_file()
-    ds = xr.open_zarr(out / "phasediagram.zarr", consolidated=False)
+    ds = open_zarr(out / "phasediagram.zarr")
     assert ds.attrs["transition"] == summary["transition"]
     records = zarr.open_group(str(out / "samples.zarr"), mode="r")["depth"].shape[0]
     again = runner.invoke(app, args)

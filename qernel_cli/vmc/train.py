@@ -46,6 +46,10 @@ from qernel_cli.vmc.step import Hyper, Physics, TrainState, init_opt_state, loca
 CONFIG_FILE = "config.toml"
 CHECKPOINT_FILE = "checkpoint.npz"
 TRAIN_STORE = "train.zarr"
+
+CONSOLIDATE_SECONDS = 10.0
+"""How often (s) training refreshes train.zarr's consolidated metadata (and at every checkpoint): what
+``xarray.open_zarr`` shows of a run in progress; every step would cost tens of ms."""
 MAX_CONSECUTIVE_FAILURES = 10
 PRETRAIN_SHELLS = 5
 """Plane-wave shells for pre-training targets (91 G; band energies converged to ~1e-8 relative at V = 30 meV)."""
@@ -496,6 +500,8 @@ def train(
                     "qernel_config": cfg.to_dict(),
                 },
             )
+            if group is not None:
+                store.checkpoint(group)  # readers of train.zarr see the steps of this checkpoint
 
     resume_hint = f"continue with `qernel train --resume --out {out_dir}`"
     with deferred_interrupt() as interrupt:
@@ -540,8 +546,9 @@ def train(
                 if reporter:
                     reporter.end_pretrain()
                 if main:
-                    for loss, depth in zip(losses, depths):
-                        store.append(group, {"pretrain_infidelity": loss, "pretrain_depth": depth * run.energy_unit_meV})
+                    store.append_rows(group, [
+                        {"pretrain_infidelity": loss, "pretrain_depth": depth * run.energy_unit_meV} for loss, depth in zip(losses, depths)
+                    ])
                 state = eqx.tree_at(lambda s: (s.params, s.walkers), state, (params, walkers))
             centres = np.asarray(template.walkers.conditions)  # burn in at the stratum centres
             try:
@@ -563,14 +570,16 @@ def train(
                         "(without the energies before VMC)"
                     ) from None
                 if main:
-                    group.attrs["start_energy_meV"] = (start["total"] * run.energy_unit_meV).tolist()
-                    group.attrs["start_energy_error_meV"] = (start["total_error"] * run.energy_unit_meV).tolist()
+                    store.set_attrs(group, {
+                        "start_energy_meV": (start["total"] * run.energy_unit_meV).tolist(),
+                        "start_energy_error_meV": (start["total_error"] * run.energy_unit_meV).tolist(),
+                    })
 
         step_fn = make_step(run.static, run.physics, run.hyper, run.ewald, mesh)
         n_total = cfg.training.steps
         unit = run.energy_unit_meV
         n_el = cfg.n_electrons
-        last_ckpt = time.perf_counter()
+        last_ckpt = last_consolidated = time.perf_counter()
         consecutive_failures = 0
         step_now = int(parallel.to_host(state.step))
         if reporter:
@@ -593,7 +602,10 @@ def train(
                 consecutive_failures = 0
             row = _store_row(s, stats, unit, n_el, ok, wall_offset + time.perf_counter() - t_start)
             if main:
-                store.append(group, row)
+                store.append(group, row, consolidated=False)
+                if time.perf_counter() - last_consolidated > CONSOLIDATE_SECONDS:
+                    store.checkpoint(group)
+                    last_consolidated = time.perf_counter()
             if reporter:
                 reporter.training_step(row, rejected_total)
             supervisor.beat()

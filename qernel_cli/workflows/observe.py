@@ -234,6 +234,18 @@ def write_observables(path: Path, results: list[DepthObservables], supercell: Su
     except OSError as error:
         raise store.StoreError(f"cannot write observables to {path}: {os_reason(error)}") from None
     shutil.rmtree(old, ignore_errors=True)
+    _consolidate_parent(path)
+
+
+def _consolidate_parent(path: Path) -> None:
+    """Re-consolidate the QERNEL store that holds ``path`` as a group (the sample store, for its ``observables``)."""
+    parent = path.parent
+    if not (parent / "zarr.json").exists():
+        return
+    try:
+        store.consolidate(parent)
+    except OSError:
+        pass  # the observables are written; a reader of the parent store then reads its metadata file by file
 
 
 def plot_depths(plots_dir: Path, results: list[DepthObservables], supercell: Supercell, phi_deg: float) -> list[Path]:

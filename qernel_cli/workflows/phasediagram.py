@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import zarr
 
 from qernel_cli import samples, store
 from qernel_cli.errors import QernelError, os_reason
@@ -111,8 +110,7 @@ def phase_diagram(
     else:
         order = np.full((len(results), 2), np.nan)
     transition = estimate_transition(v, order[:, 0], order[:, 1], e_int[:, 0], e_int[:, 1]) if len(v) >= 3 else None
-    group = zarr.open_group(str(out_dir / OBSERVABLES), mode="a")
-    group.attrs["transition"] = transition.as_dict() if transition else None
+    store.set_attrs(store.open_existing(out_dir / OBSERVABLES, mode="a"), {"transition": transition.as_dict() if transition else None})
     _figure(out_dir / "phasediagram.png", results, order, transition, attrs)
     summary = {
         "run_dir": str(run_dir),
