@@ -9,7 +9,7 @@ Every change made through this module (create, append, truncate, attributes)
 ends by consolidating the group's metadata, so readers (``xarray.open_zarr``)
 open a store with one read and see the shapes of the last complete write.
 Training appends a row per step without it (consolidating costs tens of ms)
-and consolidates at every checkpoint instead. QERNEL itself always reads the
+and consolidates every 10 s and at every checkpoint instead. QERNEL itself always reads the
 live metadata of each array (``use_consolidated=False``), never the
 consolidated copy.
 """

@@ -59,7 +59,7 @@ TINY_RUN = [
 
 
 @pytest.fixture(scope="session")
-def cli_env(tmp_path_factory):
+def cli_env():
     """Environment for `qernel` subprocesses: one BLAS thread and the session's persistent JAX compilation cache (set above).
 
     Every `qernel train`/`sample` process compiles the same few programs; with
@@ -129,10 +129,11 @@ def qernel(cli_env):
 
 
 LONGEST_FIRST = (
-    "test_tutorial.py", "test_train_physics.py", "test_train.py", "test_stop_and_devices.py", "test_workflows.py",
-    "test_faults.py", "test_parallel.py", "test_bad_input.py",
+    "test_train_physics.py", "test_parallel.py", "test_tutorial.py", "test_train.py", "test_bad_input.py",
+    "test_workflows.py", "test_stop_and_devices.py", "test_faults.py",
 )
-"""Test files that take longest (measured), run first: with `-n 2 --dist loadfile` the two workers then finish together."""
+"""Test files by measured time, longest first (`-n 2 --dist loadfile`, 2 cores); they are collected first so
+that xdist can hand them out early (its scheduler decides the final order)."""
 
 
 def pytest_collection_modifyitems(config, items):
