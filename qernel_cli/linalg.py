@@ -20,7 +20,9 @@ whose solvers do not share the CPU pool). ``QERNEL_DETERMINANTS=lapack`` or
 
 Both give log|det|, arg det and (for the forward Laplacian) the inverse, with
 an exactly singular matrix (ψ = 0: two same-spin electrons at one point)
-flagged with ``LOG_FLOOR`` and zero derivatives instead of infinities. The
+flagged with ``LOG_FLOOR`` and zero derivatives instead of infinities (the
+elimination: any pivot within n·ε·max|A_ij| of zero, so that the verdict does
+not depend on how the compiler rounds). The
 elimination's derivatives are the analytic ones (custom JVP):
 d log det A = tr(A⁻¹ dA), dA⁻¹ = −A⁻¹ dA A⁻¹, differentiable again to any
 order, with a folx rule for folx's forward Laplacian. It pivots on the
@@ -49,11 +51,24 @@ UNROLL_MAX = 32
 """Matrices up to this size are eliminated by an unrolled loop (static slices); larger ones by a ``fori_loop``."""
 
 
-def _pivot(m: Array, k, used: Bool[Array, "... n"]) -> tuple[Array, ...]:
+def _tolerance(a: Inexact[Array, "... n n"]) -> Float[Array, "..."]:
+    """n·ε·max|A_ij|: a pivot no larger is zero to working precision (the matrix is singular).
+
+    Two equal rows (two same-spin electrons at one point) cancel to exactly
+    zero only if both rows see bit-identical arithmetic, which the compiler
+    does not promise (fused multiply-adds, vector lanes); they always cancel to
+    within this bound. A matrix that is not singular has its smallest pivot below
+    it only at a condition number ≳ 1/(nε), where log|det| has no correct digit.
+    """
+    n = a.shape[-1]
+    return n * jnp.finfo(a.dtype).eps * jnp.max(jnp.abs(a), axis=(-2, -1))
+
+
+def _pivot(m: Array, k, used: Bool[Array, "... n"], tol: Float[Array, "..."]) -> tuple[Array, ...]:
     """Column k of ``m`` and its largest-modulus entry among the unused rows.
 
     Returns (column, row p, one-hot of p, row p of ``m``, pivot, |pivot|, bad),
-    with a bad (zero or non-finite) pivot set to 1.
+    with a bad pivot (|pivot| ≤ ``tol``, or non-finite) set to 1.
     """
     column = jax.lax.dynamic_index_in_dim(m, k, axis=-1, keepdims=False)
     size = jnp.real(column * jnp.conj(column)) if jnp.iscomplexobj(column) else column * column
@@ -62,7 +77,7 @@ def _pivot(m: Array, k, used: Bool[Array, "... n"]) -> tuple[Array, ...]:
     pivot_row = jnp.take_along_axis(m, p[..., None, None], axis=-2)[..., 0, :]
     pivot = jnp.take_along_axis(column, p[..., None], axis=-1)[..., 0]
     magnitude = jnp.abs(pivot)
-    bad = (magnitude == 0) | ~jnp.isfinite(magnitude)
+    bad = (magnitude <= tol) | ~jnp.isfinite(magnitude)
     return column, p, is_p, pivot_row, jnp.where(bad, jnp.ones_like(pivot), pivot), jnp.where(bad, 1.0, magnitude), bad
 
 
@@ -109,9 +124,11 @@ def _finish(order, log_abs, unit, singular):
 def _eliminate_log_det(a: Inexact[Array, "... n n"]) -> tuple[Array, Array, Array]:
     """(log|det A|, det A/|det A|, singular): forward elimination only (≈ n³/2 multiply-adds, no inverse)."""
 
+    tol = _tolerance(a)
+
     def step(k, carry):
         m, used, books = carry
-        column, p, is_p, pivot_row, pivot, magnitude, bad = _pivot(m, k, used)
+        column, p, is_p, pivot_row, pivot, magnitude, bad = _pivot(m, k, used, tol)
         used = used | is_p
         factor = jnp.where(used, 0.0, _ratio(column, pivot[..., None]))  # only rows still to be pivoted need updating
         m = m - factor[..., :, None] * pivot_row[..., None, :]
@@ -129,14 +146,15 @@ def _eliminate(a: Inexact[Array, "... n n"]) -> tuple[Array, Array, Array, Array
     column k), so A⁻¹ = Pᵀ E and det A = sgn(p) Π_k pivot_k. Column k of the
     work matrix holds column p_k of E once column k of A is eliminated (the
     other columns of E are still those of I), so A⁻¹[k, j] = S[p_k, q_j] with
-    q the inverse of p. A zero (or non-finite) pivot marks the matrix singular;
+    q the inverse of p. A pivot zero to working precision (:func:`_tolerance`) or non-finite marks the matrix singular;
     its outputs are then the zero matrix, ``LOG_FLOOR`` and 1.
     """
     columns = jnp.arange(a.shape[-1])
+    tol = _tolerance(a)
 
     def step(k, carry):
         s, used, books = carry
-        column, p, is_p, pivot_row, pivot, magnitude, bad = _pivot(s, k, used)
+        column, p, is_p, pivot_row, pivot, magnitude, bad = _pivot(s, k, used, tol)
         is_k = columns == k
         # Column k of A becomes E's column p_k: 1 in the pivot row, 0 elsewhere, before the row operations.
         base = jnp.where(is_k, 1.0, pivot_row)

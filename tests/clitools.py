@@ -12,6 +12,23 @@ ERROR_PREFIX = "qernel: error:"
 PROGRESS_LINE = re.compile(r"^(\[\d\d:\d\d:\d\d\] |(pre-train|VMC|sample|phase diagram) \d+)")
 """The plain progress lines a command writes to a stderr that is not a terminal (``qernel_cli.progress``)."""
 
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+"""XLA flag of every test process (set by conftest, inherited by subprocesses).
+
+The tests compile far more than they compute: at LLVM optimisation level 0 a
+tiny `qernel train` compiles in ~60 % of the time (36 s instead of 58 s cold,
+2-core CPU) and runs its steps ~1.3× slower, with bit-identical results.
+Long physics runs that compute more than they compile drop it (``xla_flags(fast_compile=False)``).
+"""
+
+
+def xla_flags(devices: int | None = None, fast_compile: bool = True) -> str:
+    """``XLA_FLAGS`` for a test subprocess: :data:`FAST_COMPILE` and, if given, that many CPU devices."""
+    flags = [FAST_COMPILE] if fast_compile else []
+    if devices:
+        flags.append(f"--xla_force_host_platform_device_count={devices}")
+    return " ".join(flags)
+
 
 def run_qernel(args, env, timeout=300, **kwargs) -> subprocess.CompletedProcess:
     """`python -m qernel_cli ARGS` in a subprocess (text output captured)."""
@@ -43,3 +60,15 @@ def error_line(done: subprocess.CompletedProcess, code: int = 2) -> str:
     assert len(errors) == 1 and not others, done.stderr[-4000:]
     assert done.stdout == "", done.stdout[-2000:]
     return errors[0][len(ERROR_PREFIX) :].strip()
+
+
+TINY_RUN = [
+    "model.layers=1", "model.width=16", "model.heads=2", "model.kv_heads=1", "model.mlp_width=16", "model.experts=2",
+    "model.determinants=1", "model.film_hidden=8", "model.harmonics=1", "model.envelope_shells=2", "model.envelope_anchors=1",
+    "model.pair_jastrow_qmax=0", "sampler.walkers=16", "sampler.burn_in=10", "sampler.steps_per_iteration=2",
+    "training.depths_per_step=2", "pretrain.steps=2", "training.evaluate_start=false", "training.evaluate_blocks=2",
+    "hamiltonian.coulomb=false",
+]
+"""The smallest `moire-tiny` run that goes through every phase (pre-training, burn-in, SPRING steps, evaluation),
+without the Ewald sum (slow to compile). Every test that trains a model for its own sake, in a subprocess or in
+this process, uses it (with its own number of steps), so that the programs it compiles are found in the shared cache."""

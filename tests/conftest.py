@@ -19,6 +19,12 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
+# Compile fast (see clitools.FAST_COMPILE), in this process and the `qernel` processes it starts.
+from clitools import FAST_COMPILE  # noqa: E402
+
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+
 import qernel_cli  # noqa: E402,F401  (XLA flags must be set before the first computation)
 import jax  # noqa: E402
 
@@ -31,7 +37,7 @@ import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
-from clitools import run_qernel  # noqa: E402
+from clitools import TINY_RUN, run_qernel  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -46,16 +52,6 @@ def _release_compiled_programs():
     yield
     jax.clear_caches()
     gc.collect()
-
-
-TINY_RUN = [
-    "model.layers=1", "model.width=16", "model.heads=2", "model.kv_heads=1", "model.mlp_width=16", "model.experts=2",
-    "model.determinants=1", "model.film_hidden=8", "model.harmonics=1", "model.envelope_shells=2", "model.envelope_anchors=1",
-    "model.pair_jastrow_qmax=0", "sampler.walkers=16", "sampler.burn_in=10", "sampler.steps_per_iteration=2",
-    "training.depths_per_step=2", "pretrain.steps=0", "training.evaluate_start=false", "training.evaluate_blocks=2",
-    "optimizer.name=adam", "hamiltonian.coulomb=false",
-]
-"""The smallest `moire-tiny` run that goes through every phase (the fastest to compile: no Ewald sum, Adam); tests that start `qernel` processes share it."""
 
 
 @pytest.fixture(scope="session")
@@ -129,11 +125,13 @@ def qernel(cli_env):
 
 
 LONGEST_FIRST = (
-    "test_train_physics.py", "test_parallel.py", "test_tutorial.py", "test_train.py", "test_bad_input.py",
-    "test_workflows.py", "test_stop_and_devices.py", "test_faults.py",
+    "test_bad_input.py", "test_parallel.py", "test_tutorial.py", "test_stop_and_devices.py", "test_faults.py", "test_train.py",
+    "test_head_laplacian.py", "test_train_physics.py", "test_chunking.py", "test_linalg.py", "test_workflows.py",
+    "test_crystal.py", "test_benchmark_run.py", "test_model.py", "test_local_energy.py", "test_ewald.py",
 )
-"""Test files by measured time, longest first (`-n 2 --dist loadfile`, 2 cores); they are collected first so
-that xdist can hand them out early (its scheduler decides the final order)."""
+"""Test files by measured time, longest first (`-n 2 --dist loadfile`, 2 cores). They are collected in this order,
+and xdist hands whole files out in collection order (``--no-loadscope-reorder`` in pyproject.toml; by default it
+would hand out the files with the most tests first, which left a long one-test file running alone at the end)."""
 
 
 def pytest_collection_modifyitems(config, items):

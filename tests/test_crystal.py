@@ -4,6 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
+from clitools import TINY_RUN
 
 from qernel_cli.config import resolve
 from qernel_cli.hamiltonian.bands import evaluate_orbitals
@@ -43,8 +44,6 @@ def test_crystal_orbitals_are_gaussians_on_the_sites():
 def test_crystal_pretraining_runs(tmp_path):
     from qernel_cli.vmc.train import train
 
-    small = ["model.layers=1", "model.width=16", "model.heads=2", "model.kv_heads=1", "model.mlp_width=16", "model.determinants=1",
-             "model.film_hidden=8", "model.envelope_shells=2", "sampler.walkers=32", "sampler.burn_in=10", "sampler.steps_per_iteration=4",
-             "training.depths_per_step=2", "pretrain.steps=5", "training.evaluate_start=false", "training.steps=1", "pretrain.target=crystal"]
+    small = [*TINY_RUN, "pretrain.steps=5", "training.steps=1", "pretrain.target=crystal"]
     summary = train(resolve("moire-tiny", small), tmp_path / "x")
     assert summary["steps"] == 1 and all(np.isfinite(d["energy_per_electron_meV"]) for d in summary["depths"])

@@ -17,22 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clitools import xla_flags
 
-TINY = [
-    "--set", "model.layers=1", "--set", "model.width=16", "--set", "model.heads=2", "--set", "model.kv_heads=1",
-    "--set", "model.mlp_width=16", "--set", "model.film_hidden=8", "--set", "model.determinants=1",
-    "--set", "sampler.walkers=16", "--set", "sampler.burn_in=10", "--set", "pretrain.steps=2",
-    "--set", "training.evaluate_start=false", "--set", "model.experts=2", "--set", "model.harmonics=1",
-    "--set", "model.envelope_shells=2", "--set", "model.envelope_anchors=1", "--set", "model.pair_jastrow_qmax=0",
-    "--set", "hamiltonian.coulomb=false",
-]
-"""The smallest model, without the Ewald sum (which has nothing to do with devices), trained by SPRING (which does)."""
+# Runs use conftest's TINY_RUN (``tiny_run_args``): the smallest model, without the Ewald sum (which has nothing
+# to do with devices), trained by SPRING (which does); its 2-device programs are shared with test_stop_and_devices.
 
 
 def _env(devices: int | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "JAX_COORDINATOR_ADDRESS")}
-    if devices:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = xla_flags(devices)
     return env
 
 
@@ -80,9 +73,9 @@ def test_sharded_spring_equals_single_device():
 
 
 @pytest.mark.slow
-def test_two_devices_train_like_one_and_resume_on_one(tmp_path: Path):
+def test_two_devices_train_like_one_and_resume_on_one(tmp_path: Path, tiny_run_args):
     one, two = tmp_path / "one", tmp_path / "two"
-    common = ["train", "--preset", "moire-tiny", "--steps", "6", "--quiet", "--json", *TINY]
+    common = ["train", "--preset", "moire-tiny", "--steps", "6", "--quiet", "--json", *tiny_run_args, "--set", "training.evaluate_blocks=10"]
     runs = {}
     for out, devices in ((one, 1), (two, 2)):
         done = _qernel(*common, "--devices", str(devices), "--out", str(out), devices=2)
@@ -119,10 +112,10 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_on_loopback_train_together(tmp_path: Path):
+def test_two_processes_on_loopback_train_together(tmp_path: Path, tiny_run_args):
     out = tmp_path / "run"
     port = _free_port()
-    args = [sys.executable, "-m", "qernel_cli", "train", "--preset", "moire-tiny", "--steps", "3", "--quiet", "--json", *TINY,
+    args = [sys.executable, "-m", "qernel_cli", "train", "--preset", "moire-tiny", "--steps", "3", "--quiet", "--json", *tiny_run_args,
             "--out", str(out), "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
     procs = [subprocess.Popen([*args, "--process-id", str(i)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clitools import ERROR_PREFIX, PROGRESS_LINE
+from clitools import ERROR_PREFIX, PROGRESS_LINE, xla_flags
 
 from qernel_cli import checkpoint
 
@@ -40,8 +40,7 @@ ISSUE_RUN = ["--set", "pretrain.steps=20", "--set", "training.evaluate_blocks=4"
 
 def _env(base: dict, devices: int | None) -> dict:
     env = {k: v for k, v in base.items() if k not in ("XLA_FLAGS", "QERNEL_STOP_GRACE_S")}
-    if devices:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = xla_flags(devices)
     return env
 
 
@@ -141,10 +140,10 @@ def _one_error(done: subprocess.CompletedProcess) -> str:
 LONG = {
     # phase: overrides that make that phase last far longer than the test waits
     "pre-training": ["--set", "pretrain.steps=100000"],
-    "burn-in": ["--set", "pretrain.steps=2", "--set", "sampler.burn_in=10000000"],
-    "start evaluation": ["--set", "pretrain.steps=2", "--set", "training.evaluate_start=true", "--set", "training.evaluate_blocks=100000"],
-    "VMC steps": ["--set", "pretrain.steps=2", "--steps", 100000],
-    "final evaluation": ["--set", "pretrain.steps=2", "--steps", 1, "--set", "training.evaluate_blocks=100000"],
+    "burn-in": ["--set", "sampler.burn_in=10000000"],
+    "start evaluation": ["--set", "training.evaluate_start=true", "--set", "training.evaluate_blocks=100000"],
+    "VMC steps": ["--steps", 100000],
+    "final evaluation": ["--steps", 1, "--set", "training.evaluate_blocks=100000"],
 }
 
 

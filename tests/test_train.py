@@ -9,25 +9,11 @@ from qernel_cli import checkpoint
 from qernel_cli.config import resolve
 from qernel_cli.vmc import train as training
 from qernel_cli.vmc.train import RunError, train
+from clitools import TINY_RUN
 from zarrtools import open_zarr
 
-SMALL = [
-    "model.layers=1",
-    "model.width=16",
-    "model.heads=2",
-    "model.kv_heads=1",
-    "model.mlp_width=16",
-    "model.experts=2",
-    "model.determinants=1",
-    "model.film_hidden=8",
-    "model.envelope_shells=2",
-    "sampler.walkers=32",
-    "sampler.burn_in=10",
-    "sampler.steps_per_iteration=4",
-    "training.depths_per_step=2",
-    "pretrain.steps=3",
-    "training.evaluate_start=false",
-]
+SMALL = TINY_RUN
+"""The tests' shared tiny run (``clitools.TINY_RUN``): its programs are compiled once per test session."""
 
 
 def small_config(steps, *extra):
@@ -47,7 +33,7 @@ def test_store_has_named_dimensions_units_and_provenance(faulty_run):
     ds = open_zarr(out / "train.zarr")
     assert ds["energy"].dims == ("step", "group") and ds.sizes["step"] == 5 and ds.sizes["group"] == 2
     assert ds["energy"].attrs["units"] == "meV" and ds["move_width"].attrs["units"] == "a_M"
-    assert ds["pretrain_infidelity"].dims == ("pretrain_step", "group") and ds.sizes["pretrain_step"] == 3
+    assert ds["pretrain_infidelity"].dims == ("pretrain_step", "group") and ds.sizes["pretrain_step"] == 2
     assert list(ds["step"].values) == [0, 1, 2, 3, 4]
     assert ds.attrs["jax_version"] and ds.attrs["qernel_version"] and ds.attrs["seed"] == 0
     assert resolve("moire-tiny", [*SMALL, "training.steps=5"]).to_toml() == ds.attrs["config_toml"]
@@ -72,7 +58,7 @@ def test_nonfinite_step_is_rejected_and_rolled_back(faulty_run):
     assert health["acceptance"] == pytest.approx(np.mean(acceptance), rel=1e-12)  # the chains moved in every step
     clipped = ds["clipped_fraction"].values
     assert ds["clipped_fraction"].dims == ("step", "group") and np.all((clipped[[0, 1, 3, 4]] >= 0) & (clipped[[0, 1, 3, 4]] <= 1))
-    assert all(d["autocorrelation_sweeps"] >= 4.0 for d in summary["depths"])  # τ ≥ 1 block of 4 sweeps
+    assert all(d["autocorrelation_sweeps"] >= 2.0 for d in summary["depths"])  # τ ≥ 1 block of 2 sweeps
     assert any("1 of 5 steps were non-finite" in w for w in summary["warnings"])
     prov = summary["provenance"]
     assert prov["seed"] == 0 and prov["jax_version"] and prov["equinox_version"] and prov["folx_version"] and prov["device"]
@@ -179,7 +165,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_completes(tmp_path):
     import zarr
 
     out = tmp_path / "interrupted"
-    args = [sys.executable, "-m", "qernel_cli.cli", "train", "--out", str(out), "--steps", "400", "--quiet", "--json"]
+    args = [sys.executable, "-m", "qernel_cli.cli", "train", "--out", str(out), "--steps", "4000", "--quiet", "--json"]
     args += [a for s in SMALL for a in ("--set", s)]
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -202,14 +188,14 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_completes(tmp_path):
     assert "interrupted (SIGINT) at step" in stderr and "--resume" in stderr
     header = checkpoint.read_header(out / "checkpoint.npz")
     stopped = header["step"]
-    assert 3 <= stopped < 400
+    assert 3 <= stopped < 4000
     ds = open_zarr(out / "train.zarr")
     assert list(ds["step"].values) == list(range(stopped))
-    assert ds.sizes["pretrain_step"] == 3
+    assert ds.sizes["pretrain_step"] == 2
     summary = train(None, out, resume=True, steps=stopped + 2)
     assert summary["steps"] == stopped + 2
     ds = open_zarr(out / "train.zarr")
-    assert list(ds["step"].values) == list(range(stopped + 2)) and ds.sizes["pretrain_step"] == 3
+    assert list(ds["step"].values) == list(range(stopped + 2)) and ds.sizes["pretrain_step"] == 2
 
 
 def test_the_step_compiles_once(caplog):

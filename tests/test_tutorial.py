@@ -110,16 +110,17 @@ def test_the_tutorial_has_the_steps_it_promises():
 
 
 QUICK = {
-    "training.steps=250": "training.steps=30",
-    "pretrain.steps=100": "pretrain.steps=20",
+    "training.steps=250": "training.steps=10 --set model.layers=1 --set model.width=16 --set model.mlp_width=32 --set model.film_hidden=16",
+    "pretrain.steps=100": "pretrain.steps=10",
     "sampler.walkers=128": "sampler.walkers=32",
     "training.evaluate_blocks=10": "training.evaluate_blocks=4",
     "--walkers 64": "--walkers 16",
     "--records 50": "--records 12",
     "--records 40": "--records 8",
+    "--depths 0:30:7": "--depths 0:30:4",
 }
-"""The default test run follows the tutorial with fewer steps, walkers and records (the same commands,
-files and checks); ``pytest -m extended`` runs it exactly as written."""
+"""The default test run follows the tutorial with a smaller model and fewer steps, walkers and records (the
+same commands, files and checks; 4 depths in the phase diagram); ``pytest -m extended`` runs it exactly as written."""
 
 
 def _quick(text: str) -> str:

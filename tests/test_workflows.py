@@ -12,26 +12,19 @@ from qernel_cli import store
 from qernel_cli.cli import app
 from qernel_cli.config import resolve
 from qernel_cli.store import StoreLocked
-from qernel_cli.vmc.train import train
 from qernel_cli.workflows.observe import observe_store
 from qernel_cli.workflows.phasediagram import PhaseDiagramError, parse_depths
 from qernel_cli.workflows.sample import sample_to_store
 from zarrtools import open_zarr
 
-SMALL = [
-    "model.layers=1", "model.width=16", "model.heads=2", "model.kv_heads=1", "model.mlp_width=16", "model.experts=2",
-    "model.determinants=1", "model.film_hidden=8", "model.envelope_shells=2", "sampler.walkers=32", "sampler.burn_in=10",
-    "sampler.steps_per_iteration=4", "training.depths_per_step=2", "pretrain.steps=3", "training.evaluate_start=false",
-    "training.steps=2",
-]
 runner = CliRunner()
+CELL = resolve("moire-tiny").supercell_geometry
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("wf") / "run"
-    train(resolve("moire-tiny", SMALL), out)
-    return out
+def run_dir(tiny_run):
+    """The session's tiny trained run (conftest ``TINY_RUN``: 0–30 meV); read, never written."""
+    return tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +46,7 @@ def test_sample_store_layout_units_and_energy_components(sampled):
     total = ds["kinetic"] + ds["potential"] + ds["interaction"]
     np.testing.assert_allclose(ds["energy"].values, total.values, rtol=1e-12, atol=1e-9)
     # Positions are wrapped into the supercell.
-    frac = ds["positions"].values @ np.linalg.inv(resolve("moire-tiny", SMALL).supercell_geometry.cell)
+    frac = ds["positions"].values @ np.linalg.inv(CELL.cell)
     assert np.all((frac >= -1e-12) & (frac < 1 + 1e-12))
 
 
@@ -93,7 +86,7 @@ def test_observe_writes_observables_and_plots(sampled, tmp_path):
     ds = open_zarr(tmp_path / "obs.zarr")
     assert list(ds["depth"].values) == [5.0, 40.0]
     assert ds["density"].dims == ("depth", "s1", "s2") and ds["density_cell"].shape == (2, 4, 4)
-    area = resolve("moire-tiny", SMALL).supercell_geometry.area
+    area = CELL.area
     np.testing.assert_allclose(ds["density"].sum(("s1", "s2")).values * area / 144, 6.0, rtol=1e-12)
     e = ds["energy"].values
     np.testing.assert_allclose(e, (ds["kinetic"] + ds["potential"] + ds["interaction"]).values, rtol=1e-10)
