@@ -373,6 +373,9 @@ def observe(
     """
     import json
 
+    from qernel_cli import samples
+
+    samples.open_samples(store)  # a missing or damaged store is refused at once, before the numerics load
     from qernel_cli.workflows.observe import observe_store
 
     plots_dir = plots or store.with_name(store.name.removesuffix(".zarr") + "-plots")

@@ -109,8 +109,14 @@ def test_the_tutorial_has_the_steps_it_promises():
 # The whole tutorial.
 
 
+QUICK_MODEL = (
+    "layers=1", "width=16", "heads=2", "kv_heads=1", "mlp_width=16", "film_hidden=8", "determinants=1", "harmonics=1",
+    "envelope_shells=2", "envelope_anchors=1", "pair_jastrow_qmax=0",
+)
+"""The quick run's model: the tests' tiny one (``clitools.TINY_RUN``), quick to compile even with the Ewald sum."""
+
 QUICK = {
-    "training.steps=250": "training.steps=10 --set model.layers=1 --set model.width=16 --set model.mlp_width=32 --set model.film_hidden=16",
+    "training.steps=250": "training.steps=10 " + " ".join(f"--set model.{m}" for m in QUICK_MODEL),
     "pretrain.steps=100": "pretrain.steps=10",
     "sampler.walkers=128": "sampler.walkers=32",
     "training.evaluate_blocks=10": "training.evaluate_blocks=4",

@@ -61,14 +61,18 @@ def sample_to_store(
     if records < 1:
         raise SampleError(f"--records must be at least 1, got {records}")
     config_file = Path(run_dir) / CONFIG_FILE
-    if Path(out_store).exists() and config_file.is_file():  # refuse a store we cannot append to before the slow model build
-        if owner := store.lock_owner(out_store):
-            raise store.StoreLocked(f"store {out_store} is being written by another process (pid {owner}); wait for it to finish")
+    depths = None
+    if config_file.is_file():  # refuse bad depths and a store we cannot append to before the slow model build
         cfg = from_dict(read_toml(config_file))
-        samples.check_appendable(out_store, walkers or cfg.sampler.walkers, cfg.n_electrons, {"config_toml": config_file.read_text()})
+        depths = check_depths(depths_meV, cfg.hamiltonian.V_min_meV, cfg.hamiltonian.V_max_meV, warn)
+        if Path(out_store).exists():
+            if owner := store.lock_owner(out_store):
+                raise store.StoreLocked(f"store {out_store} is being written by another process (pid {owner}); wait for it to finish")
+            samples.check_appendable(out_store, walkers or cfg.sampler.walkers, cfg.n_electrons, {"config_toml": config_file.read_text()})
     run, state, header = load_trained(run_dir)
     cfg = run.config
-    depths = check_depths(depths_meV, cfg.hamiltonian.V_min_meV, cfg.hamiltonian.V_max_meV, warn)
+    if depths is None:
+        depths = check_depths(depths_meV, cfg.hamiltonian.V_min_meV, cfg.hamiltonian.V_max_meV, warn)
     walkers = walkers or cfg.sampler.walkers
     sweeps = sweeps or cfg.sampler.steps_per_iteration
     burn_in = cfg.sampler.burn_in if burn_in is None else burn_in
