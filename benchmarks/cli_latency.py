@@ -1,7 +1,8 @@
 """How long the ``qernel`` command line takes to answer when it computes nothing.
 
 Each command (``--help``, ``--version``, ``presets``, ``config``, a usage
-error, ``train --help``) runs ``--repeats`` times in a fresh Python process,
+error, ``train --help``, and bad input refused by ``train``, ``sample`` and
+``phasediagram`` before they load the numerics) runs ``--repeats`` times in a fresh Python process,
 as a user's shell starts it; the JSON gives the median and the slowest wall
 time in seconds, the exit status, and whether JAX was imported. For scale it
 also times ``python -c "import jax"`` and a bare ``python -c pass`` in the
@@ -43,6 +44,10 @@ COMMANDS = {
     "config": ["config", "--preset", "moire150"],
     "usage error": ["train", "--no-such-option"],
     "train --help": ["train", "--help"],
+    "train, wrong override": ["train", "--out", "/nonexistent/run", "--set", "model.layrs=3"],
+    "train --resume, not a run": ["train", "--resume", "--out", "/nonexistent/run"],
+    "sample, not a run": ["sample", "/nonexistent/run", "--depth", "5", "--out", "/nonexistent/s.zarr"],
+    "phasediagram, bad grid": ["phasediagram", "/nonexistent/run", "--out", "/nonexistent/pd", "--depths", "0:30:1"],
 }
 
 

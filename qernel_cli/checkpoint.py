@@ -7,6 +7,9 @@ fsynced, then renamed over the old one, so a crash leaves either the previous
 or the new checkpoint, never a torn file. Restoring needs a template pytree of
 the same structure (built from the run's config); arrays are placed on the
 default device, so a run can resume on a different device count.
+
+Reading a header needs no JAX (it is imported by the functions that move
+arrays): the command line checks a checkpoint before it loads the numerics.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
 from qernel_cli.errors import QernelError, os_reason
@@ -32,12 +34,16 @@ class CheckpointError(QernelError):
 
 
 def _leaves_with_names(tree: Any) -> list[tuple[str, Any]]:
+    import jax
+
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
     return [(jax.tree_util.keystr(path), leaf) for path, leaf in flat]
 
 
 def save(path: Path, tree: Any, header: dict[str, Any]) -> None:
     """Atomically write ``tree`` (a pytree of arrays/scalars) and a JSON-able ``header`` to ``path``."""
+    import jax
+
     path = Path(path)
     arrays = {f"leaf{i:05d}": np.asarray(jax.device_get(leaf)) for i, (_, leaf) in enumerate(_leaves_with_names(tree))}
     names = [name for name, _ in _leaves_with_names(tree)]
@@ -103,6 +109,8 @@ def _load(path: Path) -> tuple[dict[str, Any], Any]:
 
 def restore(path: Path, template: Any) -> tuple[Any, dict[str, Any]]:
     """Load a checkpoint into the structure of ``template``; returns (tree, header)."""
+    import jax
+
     meta, data = _load(path)
     expected = _leaves_with_names(template)
     if [name for name, _ in expected] != meta["names"]:

@@ -215,8 +215,28 @@ def train(
     """
     import json
 
-    from qernel_cli import parallel
+    from qernel_cli import run_dir
     from qernel_cli.config import resolve
+
+    # Everything that can be refused without JAX is refused first, in well under a second.
+    if resume and force:
+        raise fail("--resume and --force exclude each other")
+    if resume and (set_ or seed is not None):
+        raise fail("--resume uses the run's stored config; only --steps may change")
+    config = None
+    if not resume:
+        overrides = list(set_ or [])
+        if steps is not None:
+            overrides.append(f"training.steps={steps}")
+        if seed is not None:
+            overrides.append(f"training.seed={seed}")
+        config = resolve(preset, overrides)
+    if resume:
+        run_dir.check_resumable(out_dir, steps)
+    elif not _joins_other_processes(num_processes, distributed):  # (the others might already see process 0's new files)
+        run_dir.check_new(out_dir, force=force)
+
+    from qernel_cli import parallel
     from qernel_cli.progress import TrainReporter
     from qernel_cli.supervisor import supervise
     from qernel_cli.vmc.train import train as run_training
@@ -231,18 +251,6 @@ def train(
     if not parallel.is_main_process():
         quiet = True
 
-    if resume and force:
-        raise fail("--resume and --force exclude each other")
-    config = None
-    if not resume:
-        overrides = list(set_ or [])
-        if steps is not None:
-            overrides.append(f"training.steps={steps}")
-        if seed is not None:
-            overrides.append(f"training.seed={seed}")
-        config = resolve(preset, overrides)
-    elif set_ or seed is not None:
-        raise fail("--resume uses the run's stored config; only --steps may change")
     reporter = TrainReporter(err, enabled=not quiet)
     try:
         summary = supervise(
@@ -268,6 +276,20 @@ def train(
         _print_energies(summary)
     for message in summary.get("warnings", []):
         warning(message)
+
+
+def _joins_other_processes(num_processes: int | None, distributed: bool) -> bool:
+    """Whether `qernel train` may be one of several processes (--num-processes > 1, JAX_NUM_PROCESSES > 1 or --distributed)."""
+    import os
+
+    if distributed:
+        return True
+    if num_processes is None:
+        try:
+            num_processes = int(os.environ.get("JAX_NUM_PROCESSES") or 1)
+        except ValueError:
+            return True  # qernel_cli.parallel reports it
+    return num_processes > 1
 
 
 def _phase_lines(quiet: bool) -> Callable[[str], None] | None:
@@ -331,6 +353,10 @@ def sample(
 ):
     """Sample walkers of a trained model at given depths; append positions and local energies to a store."""
     import json
+
+    from qernel_cli.workflows.requests import check_sampling
+
+    check_sampling(run_dir, depth, out_store, walkers)  # refused before JAX loads; warnings come from the run itself
 
     from qernel_cli.progress import task_progress
     from qernel_cli.supervisor import supervise
@@ -453,11 +479,13 @@ def phasediagram(
     """Sample and observe every depth; estimate the liquid–crystal transition depth with its uncertainty."""
     import json
 
+    from qernel_cli.workflows.requests import check_phase_diagram
+
+    grid_meV = check_phase_diagram(run_dir, depths, out_dir)  # refused before JAX loads
+
     from qernel_cli.progress import task_progress
     from qernel_cli.supervisor import supervise
-    from qernel_cli.workflows.phasediagram import parse_depths, phase_diagram
-
-    grid_meV = parse_depths(depths)
+    from qernel_cli.workflows.phasediagram import phase_diagram
     with task_progress(err, "phase diagram", enabled=not quiet) as progress:
         summary = supervise(
             lambda interrupt: phase_diagram(

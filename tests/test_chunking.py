@@ -7,13 +7,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from clitools import TINY_RUN
 
 from qernel_cli.config import resolve
 from qernel_cli.vmc import spring
 from qernel_cli.vmc.step import energy_gradient, local_energies, log_derivatives
 from qernel_cli.vmc.train import build, initial_state
 
-SMALL = ["model.layers=1", "model.width=16", "model.heads=2", "model.kv_heads=1", "model.mlp_width=16", "model.film_hidden=8"]
+SMALL = [s for s in TINY_RUN if s.startswith("model.")]
+"""The tests' tiny model (chunking splits walkers, whatever the model); the Ewald sum stays on."""
 
 
 @pytest.fixture(scope="module")

@@ -106,10 +106,15 @@ sys.exit(code)
 @pytest.mark.parametrize(
     "args,code",
     [(["--help"], 0), (["--version"], 0), (["presets"], 0), (["config", "--preset", "moire150"], 0), (["train", "--help"], 0),
-     (["train", "--no-such-option"], 2), (["config", "--set", "model.layrs=3"], 2), ([], 2)],
+     (["train", "--no-such-option"], 2), (["config", "--set", "model.layrs=3"], 2), ([], 2),
+     (["train", "--out", "/nonexistent/run", "--set", "model.layrs=3"], 2), (["train", "--resume", "--out", "/nonexistent/run"], 2),
+     (["sample", "/nonexistent/run", "--depth", "5", "--out", "/nonexistent/s.zarr"], 2),
+     (["phasediagram", "/nonexistent/run", "--out", "/nonexistent/pd", "--depths", "0:30:1"], 2)],
 )
 def test_commands_that_compute_nothing_never_import_jax(args, code):
-    """Help, version, presets, config and usage errors answer without loading JAX (the ~2 s that made `--help` slow).
+    """Help, version, presets, config, usage errors and the refusals of bad input to the commands that compute
+    (a wrong override, a directory that is not a run, a depth grid that does not parse) answer without loading JAX
+    (the ~2 s that made `--help` slow, and ~4 s with the model).
 
     Their latency is measured by benchmarks/cli_latency.py; this is the contract behind it.
     """

@@ -172,6 +172,8 @@ def test_every_store_variable_is_documented_with_dims_dtype_and_units(section_ke
 def written_stores(tmp_path_factory):
     """Every kind of store, written by the real writers (sampling replaced by random walkers)."""
     from qernel_cli.config import resolve
+    from qernel_cli import checkpoint
+    from qernel_cli.run_dir import CHECKPOINT_FILE, CONFIG_FILE
     from qernel_cli.vmc import train
     from qernel_cli.workflows import observe, phasediagram, sample
 
@@ -182,7 +184,8 @@ def written_stores(tmp_path_factory):
 
     run_dir = tmp / "run"
     run_dir.mkdir()
-    (run_dir / train.CONFIG_FILE).write_text(config.to_toml())
+    (run_dir / CONFIG_FILE).write_text(config.to_toml())
+    checkpoint.save(run_dir / CHECKPOINT_FILE, {}, {"step": 0})  # sampling checks for one; load_trained is faked below
     rng = np.random.default_rng(0)
     cell = run.physics.supercell.cell
 

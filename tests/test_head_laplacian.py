@@ -94,6 +94,7 @@ def test_matches_hessian_trace():
     x = _positions(cell, model.n_electrons, 8)
     lap, grad = eqx.filter_jit(laplacian_and_gradient)(model.at(C), x, "forward")
     lap_ref, grad_ref = eqx.filter_jit(laplacian_and_gradient)(model.at(C), x, "hessian")
+    assert jnp.iscomplexobj(lap) and np.all(np.abs(lap_ref) > 1.0)  # complex (spinful pairs) and non-trivial
     np.testing.assert_allclose(lap, lap_ref, rtol=1e-8)
     np.testing.assert_allclose(grad, grad_ref, rtol=1e-8, atol=1e-10)
 

@@ -10,7 +10,6 @@ import pytest
 
 from qernel_cli.config import resolve
 from qernel_cli.hamiltonian.bands import follow_orbitals, lowest_orbitals, slater_log_psi, slater_log_psi_spinful
-from qernel_cli.hamiltonian.local_energy import laplacian_and_gradient
 from qernel_cli.lattice import Supercell
 from qernel_cli.model import LOG_FLOOR, Wavefunction, make_wavefunction
 
@@ -163,27 +162,6 @@ def test_conditions_enter_only_through_film_and_router(polarised):
     np.testing.assert_allclose(a, b, atol=1e-12)
     # ... while the modulation biases (still non-zero) keep the model different from the original.
     assert np.max(np.abs(a - batch_log_psi(polarised, x, jnp.array([0.5])))) > 1e-6
-
-
-def test_forward_laplacian_matches_hessian_trace(spinful):
-    """Full model (GQA + MoE + FiLM + Jastrow + 2 determinants, 3↑2↓), float64."""
-    x = random_configs(SPINFUL_CELL, 5, batch=1, seed=7)[0]
-
-    @eqx.filter_jit
-    def both(model, positions):
-        def log_psi(p):
-            return model(p, C)
-
-        return (
-            laplacian_and_gradient(log_psi, positions, method="forward"),
-            laplacian_and_gradient(log_psi, positions, method="hessian"),
-        )
-
-    (lapl, grad), (lapl_ref, grad_ref) = both(spinful, x)
-    assert jnp.iscomplexobj(lapl) and jnp.iscomplexobj(grad)
-    np.testing.assert_allclose(grad, grad_ref, rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(lapl, lapl_ref, rtol=1e-8)
-    assert abs(lapl_ref) > 1.0  # a non-trivial Laplacian
 
 
 def _coincident_configs():

@@ -8,7 +8,8 @@ import pytest
 from qernel_cli import checkpoint
 from qernel_cli.config import resolve
 from qernel_cli.vmc import train as training
-from qernel_cli.vmc.train import RunError, train
+from qernel_cli.run_dir import RunError
+from qernel_cli.vmc.train import train
 from clitools import TINY_RUN
 from zarrtools import open_zarr
 

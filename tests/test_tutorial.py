@@ -198,7 +198,7 @@ def test_observables_at_the_two_depths(ran):
 @pytest.mark.slow
 def test_phase_diagram_json_and_store(ran):
     workdir, _, text = ran
-    from qernel_cli.workflows.phasediagram import parse_depths
+    from qernel_cli.workflows.requests import parse_depths
 
     command = _command("qernel phasediagram", text)
     grid = parse_depths(_option(command, "--depths")[0])

@@ -13,7 +13,7 @@ from qernel_cli.cli import app
 from qernel_cli.config import resolve
 from qernel_cli.store import StoreLocked
 from qernel_cli.workflows.observe import observe_store
-from qernel_cli.workflows.phasediagram import PhaseDiagramError, parse_depths
+from qernel_cli.workflows.requests import RequestError, parse_depths
 from qernel_cli.workflows.sample import sample_to_store
 from zarrtools import open_zarr
 
@@ -96,12 +96,15 @@ def test_observe_writes_observables_and_plots(sampled, tmp_path):
 
 
 def test_phasediagram_cli_json_resumes_without_resampling(run_dir, tmp_path):
+    """Two depths lie outside the trained 0–30 meV: they are sampled, with a warning that the model extrapolates."""
     out = tmp_path / "pd"
-    args = ["phasediagram", str(run_dir), "--depths", "0:30:4", "--out", str(out), "--walkers", "8", "--records", "4", "--grid", "12", "--quiet", "--json"]
+    args = ["phasediagram", str(run_dir), "--depths", "-5,10,20,45", "--out", str(out), "--walkers", "8", "--records", "4", "--grid", "12", "--quiet", "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings and all("extrapolat" in w for w in warnings) and "-5" in warnings[0] and "45" in warnings[0], result.stderr
     summary = json.loads(result.stdout)
-    assert [d["V_meV"] for d in summary["depths"]] == [0.0, 10.0, 20.0, 30.0]
+    assert [d["V_meV"] for d in summary["depths"]] == [-5.0, 10.0, 20.0, 45.0]
     assert summary["transition"]["method"] and (out / "phasediagram.png").is_file()
     ds = open_zarr(out / "phasediagram.zarr")
     assert ds.attrs["transition"] == summary["transition"]
@@ -119,7 +122,7 @@ def test_bad_depth_grids_are_refused():
     np.testing.assert_allclose(parse_depths("0:30:16"), np.linspace(0, 30, 16))
     np.testing.assert_allclose(parse_depths("20,5,10"), [5, 10, 20])
     for spec in ("30:0:5", "0:30:1", "a:b:c", "0:30", "nan,1"):
-        with pytest.raises(PhaseDiagramError):
+        with pytest.raises(RequestError):
             parse_depths(spec)
 
 

@@ -55,6 +55,12 @@ def batched_log_abs(log_abs: LogAbs) -> Callable:
     return jax.vmap(over_walkers, in_axes=(0, 0))
 
 
+@eqx.filter_jit
+def all_log_abs(log_abs: LogAbs, positions: Float[Array, "g w n 2"], conditions: Float[Array, "g c"]) -> Float[Array, "g w"]:
+    """log|ψ| of every walker, as one compiled program (an equinox module ``log_abs`` is compiled once per structure)."""
+    return batched_log_abs(log_abs)(positions, conditions)
+
+
 def initial_walkers(
     log_abs: LogAbs,
     key: PRNGKeyArray,
@@ -74,7 +80,7 @@ def initial_walkers(
     return Walkers(
         positions=positions,
         conditions=conditions,
-        log_abs=batched_log_abs(log_abs)(positions, conditions),
+        log_abs=all_log_abs(log_abs, positions, conditions),
         width=jnp.full((g,), width, dtype=jnp.float64),
     )
 
@@ -84,7 +90,7 @@ def with_conditions(log_abs: LogAbs, walkers: Walkers, conditions: Float[Array, 
     return eqx.tree_at(
         lambda w: (w.conditions, w.log_abs),
         walkers,
-        (conditions, batched_log_abs(log_abs)(walkers.positions, conditions)),
+        (jnp.asarray(conditions), all_log_abs(log_abs, walkers.positions, conditions)),
     )
 
 

@@ -73,12 +73,11 @@ def sample(
         return {"total": e.total, "kinetic": e.kinetic, "potential": e.potential, "interaction": e.interaction, "kinetic_imag": e.kinetic_imag}
 
     target = run.config.sampler.target_acceptance
-    chunk = 10
     supervisor.phase("sampling burn-in")
-    for i in range(max(1, -(-burn_in // chunk))):
+    for i in range(max(1, -(-burn_in // sweeps))):  # in blocks of `sweeps`: the program of the records, compiled once
         if stop():
             return 0
-        state, acceptance = advance(params, state, jax.random.fold_in(key, i), chunk)
+        state, acceptance = advance(params, state, jax.random.fold_in(key, i), sweeps)
         state = adapt_width(state, acceptance, target)
         supervisor.beat()
     supervisor.phase("sampling")

@@ -87,9 +87,18 @@ def init_opt_state(hyper: Hyper, params: PyTree) -> PyTree:
     return adam(hyper).init(flat)
 
 
-def log_abs_fn(model: Callable) -> Callable:
+class ModelLogAbs(eqx.Module):
+    """(positions, c) → log|ψ| of ``model`` for the sampler (a module, so that jitted callers reuse their programs)."""
+
+    model: Callable
+
+    def __call__(self, x: Array, c: Array) -> Array:
+        return jnp.real(self.model(x, c))
+
+
+def log_abs_fn(model: Callable) -> ModelLogAbs:
     """(positions, c) → log|ψ| for the sampler."""
-    return lambda x, c: jnp.real(model(x, c))
+    return ModelLogAbs(model)
 
 
 def _map_walkers(fn: Callable, positions: Array, conditions: Array, chunk: int) -> Any:

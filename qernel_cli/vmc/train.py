@@ -1,14 +1,9 @@
-"""The ``qernel train`` run: run directory, pre-training, VMC loop, store, checkpoints, resume.
+"""The ``qernel train`` run: pre-training, VMC loop, train store, checkpoints, resume.
 
-A run directory holds
-
-* ``config.toml``: the resolved configuration (written atomically, once);
-* ``checkpoint.npz``: parameters, optimiser state, walkers, RNG key, step
-  (atomic, every ``training.checkpoint_minutes``, on Ctrl-C and at the end);
-* ``train.zarr``: one row per optimisation step (see :data:`TRAIN_VARIABLES`).
-
-Resuming restores the checkpoint and truncates ``train.zarr`` to the
-checkpoint's step, so the continued run reproduces an uninterrupted one.
+The run directory it writes (config, checkpoint, ``train.zarr``) is described in
+:mod:`qernel_cli.run_dir`. Resuming restores the checkpoint and truncates
+``train.zarr`` to the checkpoint's step, so the continued run reproduces an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -16,9 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -31,21 +24,18 @@ import optax
 from jax.sharding import Mesh
 
 from qernel_cli import checkpoint, parallel, store, supervisor
-from qernel_cli.config import Config, from_dict, read_toml
-from qernel_cli.errors import QernelError, os_reason
+from qernel_cli.config import Config
+from qernel_cli.errors import QernelError
 from qernel_cli.hamiltonian.ewald import EwaldSum
 from qernel_cli.interrupt import deferred_interrupt
 from qernel_cli.model import make_wavefunction
+from qernel_cli.run_dir import CHECKPOINT_FILE, TRAIN_STORE, RunError, atomic_write, check_trained, prepare, stored_config
 from qernel_cli.vmc import health
 from qernel_cli.vmc.crystal import classical_ground_state, family_crystal_orbitals
 from qernel_cli.vmc.family import stratum_centres
 from qernel_cli.vmc.mcmc import Walkers, adapt_width, initial_walkers, metropolis_sweeps, with_conditions
 from qernel_cli.vmc.pretrain import PretrainState, family_orbitals, make_pretrain_step
 from qernel_cli.vmc.step import Hyper, Physics, TrainState, init_opt_state, local_energies, log_abs_fn, make_step, state_specs
-
-CONFIG_FILE = "config.toml"
-CHECKPOINT_FILE = "checkpoint.npz"
-TRAIN_STORE = "train.zarr"
 
 CONSOLIDATE_SECONDS = 10.0
 """How often (s) training refreshes train.zarr's consolidated metadata (and at every checkpoint): what
@@ -76,10 +66,6 @@ PRETRAIN_VARIABLES = {
     "pretrain_infidelity": V(("pretrain_step", "group"), "float64", "1", "1 − fidelity with the Bloch determinant"),
     "pretrain_depth": V(("pretrain_step", "group"), "float64", "meV", "depth of each group in the pre-training step"),
 }
-
-
-class RunError(QernelError):
-    """A run directory that cannot be used as asked."""
 
 
 @dataclasses.dataclass
@@ -146,90 +132,32 @@ def build(config: Config) -> Run:
 
 
 # ---------------------------------------------------------------------------
-# Run directory.
-
-
-def prepare_run_dir(out_dir: Path, config: Config | None, *, resume: bool, force: bool, steps: int | None = None) -> Config:
-    """Create (or reopen with ``resume``) a run directory; returns the config to use.
-
-    On resume the stored config is used (``steps`` may extend the run). Never
-    deletes data unless ``force`` is given, and even then only a directory that
-    is a QERNEL run (has config.toml).
-    """
-    out_dir = Path(out_dir)
-    if resume:
-        if not (out_dir / CONFIG_FILE).is_file():
-            raise RunError(f"cannot resume: {out_dir} is not a QERNEL run directory (no {CONFIG_FILE})")
-        config = _stored_config(out_dir, steps)
-        _check_resumable(out_dir)
-        return config
-    if config is None:
-        raise RunError("a config (preset) is needed to start a new run")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        if not force:
-            raise RunError(f"{out_dir} already exists and is not empty; use --resume to continue it or --force to overwrite")
-        if not (out_dir / CONFIG_FILE).is_file():
-            raise RunError(f"refusing to --force over {out_dir}: it is not a QERNEL run directory (no {CONFIG_FILE})")
-        shutil.rmtree(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out_dir / CONFIG_FILE, config.to_toml())
-    except OSError as error:
-        raise RunError(f"cannot write run directory {out_dir}: {os_reason(error)}") from None
-    return config
-
-
-def _check_resumable(out_dir: Path) -> None:
-    """Refuse (before anything is built or written) a checkpoint that does not load, or one lost after steps were stored.
-
-    Without a checkpoint the run was stopped before its first one and starts
-    over, unless ``train.zarr`` already holds optimisation steps. Temporary
-    files of checkpoint writes cut short by a killed process are removed.
-    """
-    ckpt = out_dir / CHECKPOINT_FILE
-    if ckpt.exists():
-        checkpoint.read_header(ckpt)
-        checkpoint.remove_stale_temporaries(ckpt)
-        return
-    try:
-        stored = store.dimension_length(store.open_existing(out_dir / TRAIN_STORE), "step")
-    except Exception:  # noqa: BLE001
-        stored = 0  # no store, or one cut short while being created: nothing to resume from
-    if stored:
-        raise RunError(
-            f"cannot resume: {ckpt} is missing but {out_dir / TRAIN_STORE} holds {stored} steps; "
-            "restore the checkpoint, or start a new run (--force deletes this one)"
-        )
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise RunError(f"cannot write {path}: {os_reason(error)}") from None
-
-
-# ---------------------------------------------------------------------------
 # Phases.
 
 
 def pretrain(
-    run: Run, params: Any, key: jax.Array, walkers: Walkers, on_step: Callable | None = None, stop: Callable[[], bool] | None = None
+    run: Run,
+    params: Any,
+    key: jax.Array,
+    walkers: Walkers,
+    on_step: Callable | None = None,
+    stop: Callable[[], bool] | None = None,
+    mesh: Mesh | None = None,
 ) -> tuple[Any, Walkers, np.ndarray, np.ndarray]:
-    """Fit the model to Bloch determinants over the depth range; returns params, walkers and the log."""
+    """Fit the model to Bloch determinants over the depth range; returns params, walkers and the log.
+
+    ``mesh``: lay the state out over these devices as training does (default: all devices).
+    """
     cfg = run.config
     n_steps = cfg.pretrain.steps
     optimizer = optax.adam(cfg.pretrain.learning_rate)
     step = make_pretrain_step(run.static, run.physics.supercell, cfg.electrons.n_up, optimizer, cfg.sampler.steps_per_iteration)
-    state = PretrainState(params=params, opt_state=optimizer.init(params), walkers=walkers, key=key)
+    specs = state_specs()
+    state = parallel.place(  # the layout the step returns, so that its first call compiles the program the others run
+        PretrainState(params=params, opt_state=optimizer.init(params), walkers=walkers, key=key),
+        PretrainState(params=specs.params, opt_state=specs.opt_state, walkers=specs.walkers, key=specs.key),
+        parallel.make_mesh() if mesh is None else mesh,
+    )
     n_shells = PRETRAIN_SHELLS
     rng = np.random.default_rng(cfg.training.seed + 7)
     if cfg.pretrain.target == "crystal":
@@ -268,6 +196,7 @@ def evaluate(
     n_blocks: int | None = None,
     stop: Callable[[], bool] | None = None,
     name: str = "evaluation",
+    mesh: Mesh | None = None,
 ) -> dict[str, np.ndarray]:
     """Energies per electron (E_M) at fixed depths, with error bars corrected for autocorrelation.
 
@@ -279,7 +208,7 @@ def evaluate(
     total local energy in blocks (errors are sqrt(τ) larger than for
     independent samples; see :mod:`qernel_cli.vmc.health`). ``stop()`` is
     polled before every block (KeyboardInterrupt when true); ``name`` is the
-    phase shown by the supervisor.
+    phase shown by the supervisor; ``mesh``: the devices (default: all).
     """
     n_blocks = run.config.training.evaluate_blocks if n_blocks is None else n_blocks
     model = eqx.combine(params, run.static)
@@ -287,6 +216,7 @@ def evaluate(
     if len(depths_moire) != g:
         raise ValueError("one depth per walker group")
     walkers = with_conditions(log_abs_fn(model), walkers, np.asarray(depths_moire, dtype=np.float64)[:, None])
+    walkers = _laid_out(walkers, mesh)
 
     @eqx.filter_jit
     def block(params, walkers, key):
@@ -379,11 +309,7 @@ def initial_state(run: Run, key: jax.Array) -> TrainState:
 def load_trained(run_dir: Path) -> tuple[Run, TrainState, dict[str, Any]]:
     """A trained run: its config, model structure and the checkpointed state (with the checkpoint header)."""
     run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise RunError(f"{run_dir} is not a QERNEL run directory (no {CONFIG_FILE})")
-    if not (run_dir / CHECKPOINT_FILE).is_file():
-        raise RunError(f"{run_dir} has no checkpoint yet (train it first, or --resume an interrupted run)")
-    run = build(from_dict(read_toml(run_dir / CONFIG_FILE)))
+    run = build(check_trained(run_dir))
     state, header = checkpoint.restore(run_dir / CHECKPOINT_FILE, initial_state(run, jax.random.PRNGKey(0)))
     return run, state, header
 
@@ -409,9 +335,19 @@ class Interrupted(QernelError):
     exit_code = 130
 
 
-def _burn_in(run: Run, state: TrainState, conditions: jax.Array, key: jax.Array, stop: Callable[[], bool]) -> Walkers:
+def _laid_out(walkers: Walkers, mesh: Mesh | None) -> Walkers:
+    """``walkers`` over ``mesh`` (default: all devices) in the layout of the training state.
+
+    A jitted function compiles once per input layout: walkers changed on the
+    host get the layout that its outputs have, so its first call compiles the
+    program that all later calls run.
+    """
+    return parallel.place(walkers, state_specs().walkers, parallel.make_mesh() if mesh is None else mesh)
+
+
+def _burn_in(run: Run, state: TrainState, conditions: jax.Array, key: jax.Array, stop: Callable[[], bool], mesh: Mesh) -> Walkers:
     """Equilibrate the model's own chains at the stratum centres (``sampler.burn_in`` sweeps); KeyboardInterrupt on ``stop()``."""
-    walkers = with_conditions(log_abs_fn(eqx.combine(state.params, run.static)), state.walkers, conditions)
+    walkers = _laid_out(with_conditions(log_abs_fn(eqx.combine(state.params, run.static)), state.walkers, conditions), mesh)
     burn = eqx.filter_jit(lambda p, w, k: metropolis_sweeps(log_abs_fn(eqx.combine(p, run.static)), w, k, run.physics.supercell, 10, run.hyper.lattice_hops))
     supervisor.phase("burn-in")
     for i in range(max(1, run.config.sampler.burn_in // 10)):
@@ -466,10 +402,10 @@ def train(
     out_dir = Path(out_dir)
     main = parallel.is_main_process()
     if main:
-        config = prepare_run_dir(out_dir, config, resume=resume, force=force, steps=steps)
+        config = prepare(out_dir, config, resume=resume, force=force, steps=steps)
     parallel.barrier("qernel-run-dir")
     if not main:
-        config = _stored_config(out_dir, steps) if resume else config
+        config = stored_config(out_dir, steps) if resume else config
     reporter = reporter if main else None
     run = build(config)
     mesh = parallel.make_mesh() if mesh is None else mesh
@@ -539,7 +475,7 @@ def train(
                 try:
                     params, walkers, losses, depths = pretrain(
                         run, state.params, jax.random.fold_in(key, 4), state.walkers,
-                        reporter.pretrain_step if reporter else None, stop=stop,
+                        reporter.pretrain_step if reporter else None, stop=stop, mesh=mesh,
                     )
                 except KeyboardInterrupt:
                     raise interrupted(f"interrupted during pre-training, before the first checkpoint; {resume_hint} (starts over)") from None
@@ -552,7 +488,7 @@ def train(
                 state = eqx.tree_at(lambda s: (s.params, s.walkers), state, (params, walkers))
             centres = np.asarray(template.walkers.conditions)  # burn in at the stratum centres
             try:
-                state = eqx.tree_at(lambda s: s.walkers, state, _burn_in(run, state, centres, key, stop))
+                state = eqx.tree_at(lambda s: s.walkers, state, _burn_in(run, state, centres, key, stop, mesh))
             except KeyboardInterrupt:
                 raise interrupted(f"interrupted during burn-in, before the first checkpoint; {resume_hint} (starts over)") from None
             state = parallel.place(state, specs, mesh)
@@ -562,7 +498,7 @@ def train(
                 try:
                     start = evaluate(
                         run, state.params, state.walkers, jax.random.fold_in(key, 5), _evaluation_depths(run),
-                        stop=stop, name="start evaluation",
+                        stop=stop, name="start evaluation", mesh=mesh,
                     )
                 except KeyboardInterrupt:
                     raise interrupted(
@@ -626,7 +562,7 @@ def train(
 
         depths = _evaluation_depths(run)
         try:
-            final = evaluate(run, state.params, state.walkers, jax.random.fold_in(state.key, 7), depths, stop=stop, name="final evaluation")
+            final = evaluate(run, state.params, state.walkers, jax.random.fold_in(state.key, 7), depths, stop=stop, name="final evaluation", mesh=mesh)
         except KeyboardInterrupt:
             raise interrupted(
                 f"interrupted during the final evaluation; the checkpoint holds all {step_now} steps; "
@@ -668,7 +604,7 @@ def train(
         "provenance": store.provenance() | {"seed": cfg.training.seed},
     }
     if main:
-        _atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2))
+        atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -679,11 +615,3 @@ def parameter_fingerprint(params: Any) -> str:
         local = leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf
         digest.update(np.ascontiguousarray(np.asarray(local)).tobytes())
     return digest.hexdigest()[:16]
-
-
-def _stored_config(out_dir: Path, steps: int | None) -> Config:
-    """The run's stored config (with ``steps`` if given), read without writing anything."""
-    stored = from_dict(read_toml(Path(out_dir) / CONFIG_FILE))
-    if steps is not None:
-        stored = dataclasses.replace(stored, training=dataclasses.replace(stored.training, steps=steps))
-    return stored

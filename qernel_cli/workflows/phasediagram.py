@@ -22,6 +22,7 @@ from qernel_cli.errors import QernelError, os_reason
 from qernel_cli.observables.sites import random_site_order
 from qernel_cli.observables.transition import estimate_transition
 from qernel_cli.workflows.observe import depth_rows, observe_store
+from qernel_cli.workflows.requests import check_output_dir
 from qernel_cli.workflows.sample import sample_to_store
 
 SAMPLES = "samples.zarr"
@@ -31,25 +32,6 @@ DEPTHS_PER_BATCH = 4
 
 class PhaseDiagramError(QernelError):
     """The phase diagram cannot be made as asked."""
-
-
-def parse_depths(spec: str) -> np.ndarray:
-    """'start:stop:count' (inclusive, meV) or a comma-separated list of depths in meV."""
-    try:
-        if ":" in spec:
-            start, stop, count = spec.split(":")
-            start, stop, count = float(start), float(stop), int(count)
-            if count < 2 or not (math.isfinite(start) and math.isfinite(stop)) or stop <= start:
-                raise ValueError
-            return np.linspace(start, stop, count)
-        depths = np.array(sorted({float(v) for v in spec.split(",")}))
-        if len(depths) < 1 or not np.all(np.isfinite(depths)):
-            raise ValueError
-        return depths
-    except ValueError:
-        raise PhaseDiagramError(
-            f"--depths must be START:STOP:COUNT with START < STOP and COUNT ≥ 2 (e.g. 0:30:16) or a list like 5,10,20; got {spec!r}"
-        ) from None
 
 
 def records_per_depth(sample_store: Path) -> dict[float, int]:
@@ -73,8 +55,7 @@ def phase_diagram(
 ) -> dict[str, Any]:
     """Sample (what is missing), observe every depth, estimate the transition; returns the JSON summary."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise PhaseDiagramError(f"--out {out_dir} is a file, not a directory")
+    check_output_dir(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -10,11 +9,12 @@ import jax
 import numpy as np
 
 from qernel_cli import samples, store
-from qernel_cli.config import from_dict, read_toml
 from qernel_cli.errors import QernelError
 from qernel_cli.interrupt import deferred_interrupt
 from qernel_cli.vmc.sampling import sample
-from qernel_cli.vmc.train import CONFIG_FILE, load_trained
+from qernel_cli.run_dir import CONFIG_FILE
+from qernel_cli.vmc.train import load_trained
+from qernel_cli.workflows.requests import check_sampling
 
 FLUSH_ROWS = 64
 """Rows buffered before one append to the store (bounded memory, few store writes)."""
@@ -26,22 +26,6 @@ class SampleError(QernelError):
 
 class SamplingInterrupted(QernelError):
     exit_code = 130
-
-
-def check_depths(depths_meV: list[float], v_min: float, v_max: float, warn: Callable[[str], None]) -> np.ndarray:
-    """Finite depths; a warning for each one outside the trained range (the model then extrapolates)."""
-    if not depths_meV:
-        raise SampleError("give at least one --depth (meV)")
-    for v in depths_meV:
-        if not math.isfinite(v):
-            raise SampleError(f"depth must be a finite number of meV, got {v!r}")
-    outside = [v for v in depths_meV if v < v_min - 1e-9 or v > v_max + 1e-9]
-    if outside:
-        warn(
-            f"depths {', '.join(f'{v:g}' for v in outside)} meV lie outside the trained range "
-            f"[{v_min:g}, {v_max:g}] meV: the model extrapolates there"
-        )
-    return np.asarray(depths_meV, dtype=np.float64)
 
 
 def sample_to_store(
@@ -60,19 +44,9 @@ def sample_to_store(
     """Sample every depth and append the records to ``out_store``; returns a JSON-able summary."""
     if records < 1:
         raise SampleError(f"--records must be at least 1, got {records}")
-    config_file = Path(run_dir) / CONFIG_FILE
-    depths = None
-    if config_file.is_file():  # refuse bad depths and a store we cannot append to before the slow model build
-        cfg = from_dict(read_toml(config_file))
-        depths = check_depths(depths_meV, cfg.hamiltonian.V_min_meV, cfg.hamiltonian.V_max_meV, warn)
-        if Path(out_store).exists():
-            if owner := store.lock_owner(out_store):
-                raise store.StoreLocked(f"store {out_store} is being written by another process (pid {owner}); wait for it to finish")
-            samples.check_appendable(out_store, walkers or cfg.sampler.walkers, cfg.n_electrons, {"config_toml": config_file.read_text()})
+    _, depths = check_sampling(run_dir, depths_meV, out_store, walkers, warn)  # before the slow model build
     run, state, header = load_trained(run_dir)
     cfg = run.config
-    if depths is None:
-        depths = check_depths(depths_meV, cfg.hamiltonian.V_min_meV, cfg.hamiltonian.V_max_meV, warn)
     walkers = walkers or cfg.sampler.walkers
     sweeps = sweeps or cfg.sampler.steps_per_iteration
     burn_in = cfg.sampler.burn_in if burn_in is None else burn_in
