@@ -215,7 +215,6 @@ def train(
     """
     import json
 
-    from qernel_cli import run_dir
     from qernel_cli.config import resolve
 
     # Everything that can be refused without JAX is refused first, in well under a second.
@@ -231,6 +230,8 @@ def train(
         if seed is not None:
             overrides.append(f"training.seed={seed}")
         config = resolve(preset, overrides)
+    from qernel_cli import run_dir  # (imports zarr)
+
     if resume:
         run_dir.check_resumable(out_dir, steps)
     elif not _joins_other_processes(num_processes, distributed):  # (the others might already see process 0's new files)

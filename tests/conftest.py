@@ -125,9 +125,9 @@ def qernel(cli_env):
 
 
 LONGEST_FIRST = (
-    "test_bad_input.py", "test_parallel.py", "test_tutorial.py", "test_stop_and_devices.py", "test_faults.py", "test_train.py",
-    "test_head_laplacian.py", "test_train_physics.py", "test_chunking.py", "test_linalg.py", "test_workflows.py",
-    "test_crystal.py", "test_benchmark_run.py", "test_model.py", "test_local_energy.py", "test_ewald.py",
+    "test_parallel.py", "test_tutorial.py", "test_train_physics.py", "test_head_laplacian.py", "test_train.py",
+    "test_faults.py", "test_bad_input.py", "test_stop_and_devices.py", "test_linalg.py", "test_workflows.py",
+    "test_crystal.py", "test_chunking.py", "test_benchmark_run.py", "test_local_energy.py", "test_ewald.py", "test_model.py",
 )
 """Test files by measured time, longest first (`-n 2 --dist loadfile`, 2 cores). They are collected in this order,
 and xdist hands whole files out in collection order (``--no-loadscope-reorder`` in pyproject.toml; by default it
