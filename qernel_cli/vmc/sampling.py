@@ -2,8 +2,9 @@
 
 Every requested depth V gets its own group of walkers (one Hamiltonian per
 group). Chains start from the checkpoint's walkers, are re-equilibrated at the
-new depth (``burn_in`` sweeps with move-width adaptation, which then stays
-fixed so the recorded chain is a proper Markov chain), and then one record is
+new depth (``burn_in`` sweeps, rounded up to whole blocks of ``sweeps``, with
+the move width adapted after every block; it then stays fixed so the recorded
+chain is a proper Markov chain), and then one record is
 taken every ``sweeps`` Metropolis sweeps: positions and local-energy components
 of every walker. Records are passed to ``on_record`` as they are made.
 """
