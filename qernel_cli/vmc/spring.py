@@ -27,6 +27,10 @@ devices' rows of A: the extra memory stays O(n²), never O(n P).
 
 ``matmul_dtype`` (e.g. float32 for a float32 model) sets the precision of the
 two O(n² P) products (A Aᵀ and Aᵀ y); the Cholesky solve is always float64.
+Rows are centred in full precision before they are rounded to a narrower
+``matmul_dtype`` (the float32 direction then agrees with float64 to ~1e-6
+even when |⟨O⟩|/sd(O) is 1e4; rounded first it can be NaN). In full
+precision no centred copy is made: C is applied to the n × n kernel.
 """
 
 from __future__ import annotations
@@ -198,6 +202,11 @@ def spring_direction(
     d = _n_devices(axis)
     g = residual.shape[0]
     n = residual.size * d
+    if jnp.dtype(matmul_dtype) != _blocks(jac)[0].dtype:
+        # Centre before rounding: a log-derivative whose mean dwarfs its spread (|⟨O⟩|/sd ~ 1e3 and more for
+        # Jastrow and envelope parameters) keeps its spread in float32 only relative to zero, not to its mean.
+        # (O − ⟨O⟩ and the cast are one elementwise pass; the float32 copy is made either way.)
+        jac = centred_jacobian(jac, axis)
     a = _rows(jac, matmul_dtype)
     b = _samples_in_device_order(residual, axis)  # √n b
     kernel = _centre(_centre(_kernel(a, axis), g, d).T, g, d) + n * damping * jnp.eye(2 * n, dtype=jnp.float64)
