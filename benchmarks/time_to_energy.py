@@ -137,18 +137,18 @@ def run_qernel_family(work: Path, depths: list[float], segments: list[int], seed
         if first:
             state["launched"] = t0
             state["offset_s"] = _launch_offset(run_dir, t0)
-        summary = _train_summary(run_dir)
+        wall = _last_wall_time(run_dir)
         store = out / f"sample_{steps}.zarr"
         sample = _qernel() + ["sample", str(run_dir), "--out", str(store), "--quiet", "--seed", str(seed), "--records", "100"]
         for v in depths:
             sample += ["--depth", f"{v:g}"]
         subprocess.run(sample, cwd=ROOT, check=True, capture_output=True, text=True)
         observed = subprocess.run(_qernel() + ["observe", str(store), "--json"], cwd=ROOT, check=True, capture_output=True, text=True)
-        state["segments"].append({"steps": steps, "wall_time_s": summary, "observe": json.loads(observed.stdout)})
+        state["segments"].append({"steps": steps, "wall_time_s": wall, "observe": json.loads(observed.stdout)})
         state_file.write_text(json.dumps(state, indent=1))
 
 
-def _train_summary(run_dir: Path) -> float:
+def _last_wall_time(run_dir: Path) -> float:
     """Wall time (s, train()'s clock) at the last stored step."""
     import zarr
 
