@@ -84,7 +84,7 @@ def profile(n: int, seed: int = 0) -> dict:
     from qernel_cli.config import resolve
     from qernel_cli.hamiltonian.potential import total_moire_potential
     from qernel_cli.model import parameter_count
-    from qernel_cli.model.head_laplacian import _block_log_det_jet, _combine_jet, envelope_jet
+    from qernel_cli.model.head_laplacian import envelope_jet, head_jet
     from qernel_cli.model.trunk_laplacian import trunk_jet
     from qernel_cli.vmc import spring
     from qernel_cli.vmc.mcmc import metropolis_sweeps
@@ -115,7 +115,7 @@ def profile(n: int, seed: int = 0) -> dict:
     }
     per_walker, per_step, compile_s = result["per_walker_s"], result["per_step_s"], result["compile_s"]
 
-    def walker_part(name, fn, *extra):
+    def walker_part(name, fn):
         """fn(p, xi, ci) per walker, vmapped over the batch."""
         program = eqx.filter_jit(jax.vmap(fn, in_axes=(None, 0, 0)))
         first, median = _timed(program, params, x, c, repeats=repeats)
@@ -162,19 +162,11 @@ def profile(n: int, seed: int = 0) -> dict:
     )
     jets = eqx.filter_jit(jax.vmap(lambda p, xi, ci: trunk_jet(m(p), xi, ci), in_axes=(None, 0, 0)))(params, x, c)
 
-    def head_jet(p, xi, ci, jet):
+    def head_from_jet(p, xi, ci, jet):
         mod = m(p)
-        c0 = mod.normalise(ci)[0]
-        K = mod.orbitals.blocks[0].determinants
-        value = jnp.zeros((K,), jnp.complex128)
-        gradient = jnp.zeros((2 * n, K), jnp.complex128)
-        laplacian = jnp.zeros((K,), jnp.complex128)
-        for block, rows, start in blocks_rows(mod):
-            v, g, lap = _block_log_det_jet(block, jet.value[rows], jet.jacobian[:, rows], jet.laplacian[rows], xi[rows], c0, start)
-            value, gradient, laplacian = value + v, gradient + g, laplacian + lap
-        return _combine_jet(value, gradient, laplacian)
+        return head_jet(mod, jet, xi, mod.normalise(ci)[0])
 
-    program = eqx.filter_jit(jax.vmap(head_jet, in_axes=(None, 0, 0, 0)))
+    program = eqx.filter_jit(jax.vmap(head_from_jet, in_axes=(None, 0, 0, 0)))
     first, median = _timed(program, params, x, c, jets, repeats=repeats)
     per_walker["head_jet"], compile_s["head_jet"] = median / batch, first - median
     _log(f"  N={n} head_jet: {1e3 * median / batch:.3f} ms/walker")

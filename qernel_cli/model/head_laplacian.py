@@ -40,13 +40,14 @@ import numpy as np
 from jaxtyping import Array, Complex, Float
 
 from qernel_cli import linalg
+from qernel_cli.model.jet import Jet
 from qernel_cli.model.trunk_laplacian import trunk_jet
 
 if TYPE_CHECKING:
     from qernel_cli.model.orbitals import BlochEnvelope, SpinOrbitals
     from qernel_cli.model.wavefunction import Wavefunction
 
-__all__ = ["envelope_jet", "log_psi_laplacian"]
+__all__ = ["envelope_jet", "head_jet", "log_psi_laplacian"]
 
 
 def envelope_jet(
@@ -165,7 +166,22 @@ def log_psi_laplacian(
     positions = jnp.asarray(positions, dtype=jnp.float64)
     n = positions.shape[0]
     c = model.normalise(conditions)
-    trunk = trunk_jet(model, positions, conditions)
+    lap_psi, grad_psi = head_jet(model, trunk_jet(model, positions, conditions), positions, c[0])
+    grad_psi = grad_psi.reshape(n, 2)
+    if model.jastrow is not None:
+        lap_j, grad_j = model.jastrow.laplacian_and_gradient(positions)
+        lap_psi, grad_psi = lap_psi + lap_j, grad_psi + grad_j
+    if model.pair_jastrow is not None:
+        lap_j, grad_j = model.pair_jastrow.laplacian_and_gradient(positions, c)
+        lap_psi, grad_psi = lap_psi + lap_j, grad_psi + grad_j
+    return lap_psi, grad_psi
+
+
+def head_jet(
+    model: Wavefunction, trunk: Jet, positions: Float[Array, "n 2"], c0: Float[Array, ""]
+) -> tuple[Complex[Array, ""], Complex[Array, " T"]]:
+    """(∇², ∂ over the 2n coordinates) of log Σ_k det Φ^k from the trunk's jet: the determinant head alone, no Jastrow factors."""
+    n = positions.shape[0]
     h, h_jac, h_lap = trunk.value, trunk.jacobian, trunk.laplacian
     K = model.orbitals.blocks[0].determinants
     value = jnp.zeros((K,), jnp.complex128)
@@ -175,15 +191,7 @@ def log_psi_laplacian(
     for block in model.orbitals.blocks:
         m = block.n_orbitals
         rows = slice(start, start + m)
-        v, g, lap = _block_log_det_jet(block, h[rows], h_jac[:, rows], h_lap[rows], positions[rows], c[0], start)
+        v, g, lap = _block_log_det_jet(block, h[rows], h_jac[:, rows], h_lap[rows], positions[rows], c0, start)
         value, gradient, laplacian = value + v, gradient + g, laplacian + lap
         start += m
-    lap_psi, grad_psi = _combine_jet(value, gradient, laplacian)
-    grad_psi = grad_psi.reshape(n, 2)
-    if model.jastrow is not None:
-        lap_j, grad_j = model.jastrow.laplacian_and_gradient(positions)
-        lap_psi, grad_psi = lap_psi + lap_j, grad_psi + grad_j
-    if model.pair_jastrow is not None:
-        lap_j, grad_j = model.pair_jastrow.laplacian_and_gradient(positions, c)
-        lap_psi, grad_psi = lap_psi + lap_j, grad_psi + grad_j
-    return lap_psi, grad_psi
+    return _combine_jet(value, gradient, laplacian)
