@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,119 @@ def run_peer(harness: Path, cases: list[int], walkers: int, sweeps: int, iters: 
     if done.returncode != 0:
         raise SystemExit(f"peer timing failed ({done.returncode}): {done.stderr[-2000:]}")
     return json.loads(done.stdout)
+
+
+def _peer_iteration_s(trace: Path, warmup: int) -> tuple[float, int]:
+    """(median seconds per iteration after ``warmup`` iterations, timed iterations) of a ``run_pw.py`` trace."""
+    rows = [line.split("\t") for line in trace.read_text().splitlines() if line and not line.startswith("#")]
+    timed = [float(r[2]) for r in rows[warmup:]]
+    if not timed:
+        raise SystemExit(f"the peer wrote no timed iteration to {trace}")
+    return statistics.median(timed), len(timed)
+
+
+def run_peer_components(
+    harness: Path, cases: list[int], walkers: int, sweeps: int, more_sweeps: int, iters: int, warmup: int
+) -> dict:
+    """The peer's iteration taken apart from outside, by differences of whole iterations.
+
+    For each N the peer is run twice more through the harness's ``run_pw.py``
+    with ``--optimizer none`` (an evaluation iteration: Metropolis steps and the
+    local energies of all walkers, no gradient, no KFAC), with ``sweeps`` and
+    ``more_sweeps`` Metropolis steps per iteration. Then, with t_eval and
+    t_more their median iteration times:
+
+    * one Metropolis step of all walkers = (t_more − t_eval)/(more_sweeps − sweeps);
+      per walker it bounds the cost of one log ψ from above;
+    * local energies of all walkers = t_eval − sweeps × (one Metropolis step);
+    * the optimiser's share of a training iteration (parameter gradients,
+      KFAC's curvature statistics and update) = t_kfac − t_eval, with t_kfac
+      from ``timing.sh`` (see :func:`compare_components`).
+    """
+    home = Path(os.environ.get("PEER_HOME", Path.home() / ".cache" / "qernel-peer"))
+    out: dict = {"method": "run_pw.py --optimizer none at two sweep counts; differences of median iteration times",
+                 "walkers": walkers, "sweeps": sweeps, "more_sweeps": more_sweeps, "warmup_iters": warmup,
+                 "timed_iters": iters, "cases": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in cases:
+            entry: dict = {"N": n}
+            for key, count in (("eval_s", sweeps), ("eval_more_sweeps_s", more_sweeps)):
+                save = Path(tmp) / f"N{n}_{count}"
+                cmd = [str(home / "venv" / "bin" / "python"), str(harness / "run_pw.py"),
+                       "--cells", str(PRESET_FOR_N[n][1]), "--nup", str(n), "--V", "15", "--batch", str(walkers),
+                       "--iterations", str(warmup + iters), "--mcmc-steps", str(count), "--burn-in", "10",
+                       "--optimizer", "none", "--save-path", str(save)]
+                done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, check=False)
+                if done.returncode != 0:
+                    raise SystemExit(f"peer evaluation run failed ({done.returncode}): {done.stdout[-1000:]}{done.stderr[-1000:]}")
+                entry[key], entry["timed_iters"] = _peer_iteration_s(save / "trace.tsv", warmup)
+            out["cases"].append(split_evaluation(entry, sweeps, more_sweeps))
+    return out
+
+
+def split_evaluation(entry: dict, sweeps: int, more_sweeps: int) -> dict:
+    """``entry`` with its evaluation iterations (``eval_s`` at ``sweeps``, ``eval_more_sweeps_s`` at ``more_sweeps``)
+    split into one Metropolis step, the sweeps and the local energies (seconds, all walkers)."""
+    step = (entry["eval_more_sweeps_s"] - entry["eval_s"]) / (more_sweeps - sweeps)
+    return {**entry, "metropolis_step_s": step, "sweeps_s": sweeps * step, "local_energies_s": entry["eval_s"] - sweeps * step}
+
+
+def run_qernel_components(cases: list[int]) -> dict:
+    """``benchmarks/components.py`` (reference model, the step's walkers) for the given N; its JSON."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "components.json"
+        argv = [sys.executable, str(HERE / "components.py"), "--out", str(out), "--cases", *map(str, cases)]
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode != 0 or not out.exists():
+            raise SystemExit(f"QERNEL component benchmark failed ({done.returncode}): {done.stderr[-2000:]}")
+        return json.loads(out.read_text())
+
+
+def compare_components(peer: dict, peer_parts: dict, components: dict) -> list[dict]:
+    """Per N: the step's parts on both sides (seconds per step at the same walkers and sweeps) and QERNEL / peer.
+
+    Peer: Metropolis sweeps and local energies from :func:`run_peer_components`,
+    the optimiser's share = its training iteration (``timing.sh``) − its evaluation
+    iteration. QERNEL: sweeps, local energies (walkers × (forward Laplacian +
+    Ewald + moiré potential)) and the optimiser's share (walkers ×
+    log-derivatives + SPRING direction), each timed as its own program by
+    ``components.py``; its whole step from the same run.
+    """
+    training = {case["N"]: case.get("median_s_per_iter") for case in peer["cases"]}
+    ours = {entry["n_electrons"]: entry for entry in components["cases"]}
+    rows = []
+    for part in peer_parts["cases"]:
+        n = part["N"]
+        q = ours.get(n)
+        if q is None or training.get(n) is None:
+            continue
+        walkers = q["step_walkers"]
+        if walkers != peer_parts["walkers"]:
+            continue
+        parts = q["step_parts_s"]
+        qernel_side = {
+            "sweeps_s": parts["sweeps"],
+            "log_psi_per_walker_ms": 1e3 * q["per_walker_s"]["log_psi"],
+            "local_energies_s": parts["local_energies"],
+            "local_energy_per_walker_ms": 1e3 * parts["local_energies"] / walkers,
+            "optimizer_s": parts["log_derivatives"] + parts["spring_direction"],
+            "step_s": q["per_step_s"]["step"],
+        }
+        peer_side = {
+            "sweeps_s": part["sweeps_s"],
+            "log_psi_per_walker_ms": 1e3 * part["metropolis_step_s"] / walkers,
+            "local_energies_s": part["local_energies_s"],
+            "local_energy_per_walker_ms": 1e3 * part["local_energies_s"] / walkers,
+            "optimizer_s": training[n] - part["eval_s"],
+            "step_s": training[n],
+        }
+        rows.append({
+            "N": n,
+            "qernel": qernel_side,
+            "peer": peer_side,
+            "qernel_over_peer": {key: _ratio(qernel_side[key], peer_side[key]) for key in qernel_side},
+        })
+    return rows
 
 
 def run_qernel(cases: list[int], walkers: int, sweeps: int, steps: int, timeout: float) -> dict:
@@ -137,6 +251,9 @@ def main() -> None:
     parser.add_argument("--peer-warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=5, help="timed QERNEL steps after the first")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per QERNEL preset")
+    parser.add_argument("--components", action="store_true",
+                        help="also take both steps apart: the peer by evaluation runs at two sweep counts, QERNEL by components.py")
+    parser.add_argument("--more-sweeps", type=int, default=30, help="the peer's second sweep count (--components)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     cases = [int(n) for n in args.cases.split(",")]
@@ -152,15 +269,27 @@ def main() -> None:
     if peer.get("walkers") != args.walkers or peer.get("mcmc_steps_per_iter") != args.sweeps:
         raise SystemExit(f"the peer ran {peer.get('walkers')} walkers × {peer.get('mcmc_steps_per_iter')} sweeps; "
                          f"give --walkers/--sweeps to match")
+    peer_parts = None
+    if args.components:
+        peer_parts = run_peer_components(
+            args.run_peer or HERE.parent.parent / "shared" / "peer", cases, args.walkers, args.sweeps, args.more_sweeps,
+            max(10, args.peer_iters // 2), args.peer_warmup,
+        )
     qernel = run_qernel(cases, args.walkers, args.sweeps, args.steps, args.timeout)
     result = {
         "benchmark": "peer",
         "cases": compare(peer, qernel),
-        "not_measured_on_peer": ["log_psi_per_walker", "local_energy_per_walker", "natural_gradient_solve", "sweeps"],
         "peer": peer,
         "qernel": qernel,
-        "wall_s": time.perf_counter() - t0,
     }
+    if peer_parts is None:
+        result["not_measured_on_peer"] = ["log_psi_per_walker", "local_energy_per_walker", "natural_gradient_solve", "sweeps"]
+    else:
+        components = run_qernel_components(cases)
+        result["components"] = compare_components(peer, peer_parts, components)
+        result["peer_components"] = peer_parts
+        result["qernel_components"] = components
+    result["wall_s"] = time.perf_counter() - t0
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

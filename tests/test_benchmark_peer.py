@@ -52,3 +52,46 @@ def test_a_peer_run_with_other_walkers_is_refused(tmp_path):
     (tmp_path / "peer.json").write_text(json.dumps({**PEER, "walkers": 128}))
     done = subprocess.run([sys.executable, str(SCRIPT), "--peer-json", str(tmp_path / "peer.json")], capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "128 walkers" in done.stderr
+
+
+def _trace(path: Path, seconds: list[float]) -> Path:
+    """A run_pw.py trace.tsv with the given per-iteration seconds."""
+    lines = ["# iter\twall_s_since_start\tdt_s\tE_code(E_M,total)\tE_per_elec_meV\tvar_code\tpmove"]
+    wall = 60.0
+    for i, dt in enumerate(seconds):
+        wall += dt
+        lines.append(f"{i}\t{wall:.3f}\t{dt:.4f}\t-10.0\t-60.0\t0.1\t0.5")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_peer_iteration_time_is_the_median_after_the_warm_up(tmp_path):
+    median, timed = _load()._peer_iteration_s(_trace(tmp_path / "t.tsv", [30.0, 9.0, 1.0, 3.0, 2.0]), warmup=2)
+    assert (median, timed) == (2.0, 3)
+    with pytest.raises(SystemExit):
+        _load()._peer_iteration_s(_trace(tmp_path / "u.tsv", [30.0]), warmup=2)
+
+
+def test_both_steps_are_taken_apart_into_the_same_parts():
+    """Peer: sweeps and local energies from two evaluation runs, the optimiser as training − evaluation; QERNEL: its parts."""
+    module = _load()
+    walkers, sweeps, more = 256, 10, 30
+    step, local_all = 0.01, 0.2  # the peer's synthetic truth: one Metropolis step of all walkers, all local energies
+    measured = {"N": 6, "eval_s": sweeps * step + local_all, "eval_more_sweeps_s": more * step + local_all}
+    parts = {"walkers": walkers, "cases": [module.split_evaluation(measured, sweeps, more)]}
+    components = {"cases": [{
+        "n_electrons": 6, "step_walkers": walkers,
+        "per_walker_s": {"log_psi": 1e-4},
+        "per_step_s": {"step": 2.0},
+        "step_parts_s": {"sweeps": 0.5, "local_energies": 0.4, "log_derivatives": 0.3, "spring_direction": 1.0},
+    }]}
+    rows = module.compare_components(PEER, parts, components)
+    assert [r["N"] for r in rows] == [6]
+    peer, ours, ratio = rows[0]["peer"], rows[0]["qernel"], rows[0]["qernel_over_peer"]
+    assert peer["sweeps_s"] == pytest.approx(0.1) and peer["local_energies_s"] == pytest.approx(0.2)
+    assert peer["log_psi_per_walker_ms"] == pytest.approx(1e3 * step / walkers)
+    assert peer["optimizer_s"] == pytest.approx(0.5 - 0.3)  # timing.sh's training iteration − the evaluation iteration
+    assert ours["optimizer_s"] == pytest.approx(1.3) and ours["local_energy_per_walker_ms"] == pytest.approx(1e3 * 0.4 / 256)
+    assert ratio["sweeps_s"] == pytest.approx(5.0) and ratio["step_s"] == pytest.approx(4.0)
+    other = {"cases": [{**components["cases"][0], "step_walkers": 128}]}
+    assert module.compare_components(PEER, parts, other) == []  # different walkers: no ratio

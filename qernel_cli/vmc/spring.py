@@ -173,6 +173,12 @@ def _kernel(a: list[Float[Array, "2r p"]], axis: str | None) -> Float[Array, "2n
     return _gather(mine, axis, 0)
 
 
+def centred_kernel(a: list[Float[Array, "2r p"]], g: int, axis: str | None = None) -> Float[Array, "2n 2n"]:
+    """C O Oᵀ C = n A Aᵀ from the uncentred rows ``a`` of this device (``g`` groups), float64, all devices' rows."""
+    d = _n_devices(axis)
+    return _centre(_centre(_kernel(a, axis), g, d).T, g, d)
+
+
 def _samples_in_device_order(x: Complex[Array, "g w"], axis: str | None) -> Float[Array, " 2n"]:
     """[Re, Im] of this device's residuals, in the row order of :func:`_rows`, gathered device-major."""
     return _gather(_residual_parts(x).ravel(), axis, 0)
@@ -209,7 +215,7 @@ def spring_direction(
         jac = centred_jacobian(jac, axis)
     a = _rows(jac, matmul_dtype)
     b = _samples_in_device_order(residual, axis)  # √n b
-    kernel = _centre(_centre(_kernel(a, axis), g, d).T, g, d) + n * damping * jnp.eye(2 * n, dtype=jnp.float64)
+    kernel = centred_kernel(a, g, axis) + n * damping * jnp.eye(2 * n, dtype=jnp.float64)
     chol = jnp.linalg.cholesky(kernel)
     y = _centre(jax.scipy.linalg.cho_solve((chol, True), b - momentum * _project(a, previous, g, axis)), g, d)
     rows = a[0].shape[0]
