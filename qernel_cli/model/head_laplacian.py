@@ -93,46 +93,38 @@ def _block_log_det_jet(
     term of tangent (p, a), which touches row p only), M_t = Φ⁻¹∂_tΦ is similar
     to G_t + e_p u_a[p]ᵀ, so tr M_t = tr G_t + u_a[p, p] and
     tr M_t² = tr G_t² + 2 u_a[p]·G_t[:, p] + u_a[p, p]².
+    All K determinants at once (batched products over k).
     """
     m = h.shape[0]
     n_tangents = h_jacobian.shape[0]
     K, n_orb = block.determinants, block.n_orbitals
-    # Columns of the orbital layer per determinant k: [re_1 … re_j, im_1 … im_j], so that each product
-    # below yields a contiguous (…, m, 2·n_orb) block.
-    weight = block.weight.reshape(-1, 2, K, n_orb)
+    weight = block.weight
     bias = block.bias.astype(jnp.float64).reshape(2, K, n_orb)
-    per_det = [weight[:, :, k, :].reshape(-1, 2 * n_orb) for k in range(K)]
-
-    def orbital_layer(x, k):  # (..., m, w) → (..., m, n_orb) complex128
-        y = (x.astype(weight.dtype) @ per_det[k]).astype(jnp.float64)
-        return jax.lax.complex(y[..., :n_orb], y[..., n_orb:])
-
     rows = np.arange(m)
     # ∂_{(start+i, a)} h_i: the trunk Jacobian on the block's own electrons, (2, m, w).
     h_own = jnp.moveaxis(h_jacobian.reshape(n_tangents // 2, 2, m, -1)[start + rows, :, rows], 0, 1)
+    # The orbital layer (without bias) of value, Laplacian, own and all tangents in one product: (K, 4 + T, m, n_orb).
+    stacked = jnp.concatenate([h[None], h_laplacian[None], h_own, h_jacobian]).astype(weight.dtype)
+    y = (stacked @ weight).astype(jnp.float64).reshape(n_tangents + 4, m, 2, K, n_orb)
+    layer = jnp.moveaxis(jax.lax.complex(y[:, :, 0], y[:, :, 1]), 2, 0)
     E, dE, lapE = envelope_jet(block.envelope, positions, c0)  # (K, m, j), (2, K, m, j), (K, m, j)
-    L = jnp.stack([orbital_layer(h, k) + jax.lax.complex(bias[0, k], bias[1, k]) for k in range(K)])  # (K, m, j)
-    phi = L * E
-    inverse, log_abs, phase, singular = linalg.inverse_and_log_det(phi)
+    dE = jnp.swapaxes(dE, 0, 1)  # (K, 2, m, j)
+    L = layer[:, 0] + jax.lax.complex(bias[0], bias[1])[:, None, :]  # (K, m, j)
+    inverse, log_abs, phase, singular = linalg.inverse_and_log_det(L * E)
     value = jax.lax.complex(log_abs, phase)
+    G = ((layer[:, 4:] * E[:, None]).reshape(K, n_tangents * m, n_orb) @ inverse).reshape(K, n_tangents, m, m)
+    u = (L[:, None] * dE) @ inverse[:, None]  # (K, 2, m, m): u[k, a, p, l]
+    u_own = jnp.diagonal(u, axis1=-2, axis2=-1)  # (K, 2, m): u[k, a, p, p]
+    # G_{(p,a)}[l, p] for the block's own tangents: (K, 2, m_l, m_p).
+    G_own = jnp.diagonal(G.reshape(K, n_tangents // 2, 2, m, m)[:, start : start + m], axis1=1, axis2=4)
+    cross = jnp.einsum("kapl,kalp->k", u, G_own)
     own_block = slice(2 * start, 2 * (start + m))
-    gradients, laplacians = [], []
-    for k in range(K):
-        A = inverse[k]
-        G = (orbital_layer(h_jacobian, k) * E[k]).reshape(n_tangents * m, n_orb) @ A
-        G = G.reshape(n_tangents, m, m)
-        u = (L[k] * dE[:, k]) @ A  # (2, m, m): u[a, p, l]
-        u_own = jnp.diagonal(u, axis1=-2, axis2=-1)  # (2, m): u[a, p, p]
-        G_own = G.reshape(n_tangents // 2, 2, m, m)[start + rows, :, :, rows]  # (m, 2, m): G_{(p,a)}[l, p]
-        cross = jnp.einsum("apl,pal->pa", u, G_own)
-        gradient = jnp.trace(G, axis1=-2, axis2=-1)
-        gradient = gradient.at[own_block].add(u_own.T.reshape(-1))
-        square = jnp.sum(G * jnp.swapaxes(G, -1, -2)) + jnp.sum(2.0 * cross + u_own.T**2)
-        lap_phi = orbital_layer(h_laplacian, k) * E[k] + L[k] * lapE[k] + 2.0 * jnp.sum(orbital_layer(h_own, k) * dE[:, k], axis=0)
-        gradients.append(gradient)
-        laplacians.append(jnp.sum(A.T * lap_phi) - square)
-    gradient = jnp.where(singular[None], 0.0, jnp.stack(gradients, axis=-1))
-    laplacian = jnp.where(singular, 0.0, jnp.stack(laplacians))
+    gradient = jnp.trace(G, axis1=-2, axis2=-1).at[:, own_block].add(jnp.swapaxes(u_own, 1, 2).reshape(K, 2 * m))
+    square = jnp.sum(G * jnp.swapaxes(G, -1, -2), axis=(1, 2, 3)) + 2.0 * cross + jnp.sum(u_own**2, axis=(1, 2))
+    lap_phi = layer[:, 1] * E + L * lapE + 2.0 * jnp.sum(layer[:, 2:4] * dE, axis=1)
+    laplacian = jnp.sum(jnp.swapaxes(inverse, -1, -2) * lap_phi, axis=(1, 2)) - square
+    gradient = jnp.where(singular[None], 0.0, gradient.T)
+    laplacian = jnp.where(singular, 0.0, laplacian)
     return value, gradient, laplacian
 
 
