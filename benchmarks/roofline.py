@@ -16,8 +16,11 @@ process:
   and of the log-derivatives ∂ log ψ/∂θ, and per step of SPRING's kernel
   O Oᵀ (2 · (2 walkers)² · P);
 * the floors: each count over the float32 peak; the step's floor = sweeps ×
-  walkers × log ψ + walkers × (Laplacian + log-derivatives) + kernel, over
-  the same peak.
+  walkers × log ψ (twice per sweep with lattice hops) + walkers × (Laplacian +
+  log-derivatives) + kernel, over the same peak;
+* the kernel as BLAS's symmetric rank-k update (``ssyrk``: one triangle, half
+  the flops of the general product XLA counts), the fastest way to form it
+  on this CPU.
 
 With ``--components`` (a JSON of ``components.py`` from the same machine) the
 measured times are joined and each part's ``measured / floor`` is reported:
@@ -77,6 +80,22 @@ def matmul_rate(m: int, k: int, n: int, dtype: str, repeats: int = 5) -> float:
     return 2.0 * m * k * n / seconds
 
 
+def symmetric_kernel_s(rows: int, columns: int, repeats: int = 3) -> float:
+    """Measured seconds of the cheapest product that yields O Oᵀ for a (rows × columns) float32 O:
+    BLAS's symmetric rank-k update (ssyrk, one triangle: half the flops of a general product)."""
+    import numpy as np
+    import scipy.linalg.blas
+
+    a = np.asarray(np.random.default_rng(0).normal(size=(rows, columns)), dtype=np.float32, order="F")
+    scipy.linalg.blas.ssyrk(1.0, a)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        scipy.linalg.blas.ssyrk(1.0, a)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def flops_of(fn, *args) -> float:
     """XLA's flop count of ``jax.jit(fn)(*args)``."""
     from qernel_cli.model.summary import compiled_cost
@@ -128,7 +147,8 @@ def count(n: int, seed: int = 0) -> dict:
     rows = 2 * walkers
     per_step = {
         "spring_kernel": 2.0 * rows * rows * P,
-        "sweeps": run.hyper.mcmc_steps * walkers * per_walker["log_psi"],
+        # a sweep evaluates log ψ once for the all-electron move and once more for the lattice hop
+        "sweeps": run.hyper.mcmc_steps * (2 if run.hyper.lattice_hops else 1) * walkers * per_walker["log_psi"],
         "local_energies": walkers * per_walker["log_psi_laplacian"],
         "log_derivatives": walkers * per_walker["log_derivatives"],
     }
@@ -212,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         rates[key] = matmul_rate(BATCH * 2 * n * n, width, width, "float32")
         _log(f"  {key}: {rates[key] / 1e9:.1f} GFLOP/s")
         system["floors_at_peak"] = floors(system, peak, measured.get(n))
+        rows = 2 * system["step_walkers"]
+        system["spring_kernel_ssyrk_s"] = symmetric_kernel_s(rows, system["parameters"])
+        _log(f"  ssyrk {rows} × {system['parameters']}: {system['spring_kernel_ssyrk_s']:.3f} s")
         report["systems"].append(system)
     report["peak_flop_per_s"] = max(v for k, v in rates.items() if "square" in k)
     report["loadavg_at_end"] = os.getloadavg()
