@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from components import CASES, GROUPS, STEP_WALKERS  # noqa: E402
+from components import CASES, GROUPS, STEP_WALKERS, _timed  # noqa: E402
 from run import REFERENCE_OVERRIDES  # noqa: E402
 
 BATCH = 16
@@ -53,18 +53,6 @@ BATCH = 16
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _median_time(fn, *args, repeats: int = 5) -> float:
-    import jax
-
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def matmul_rate(m: int, k: int, n: int, dtype: str, repeats: int = 5) -> float:
@@ -76,7 +64,7 @@ def matmul_rate(m: int, k: int, n: int, dtype: str, repeats: int = 5) -> float:
     rng = np.random.default_rng(0)
     a = jnp.asarray(rng.normal(size=(m, k)), dtype=dtype)
     b = jnp.asarray(rng.normal(size=(k, n)), dtype=dtype)
-    seconds = _median_time(jax.jit(jnp.matmul), a, b, repeats=repeats)
+    _, seconds = _timed(jax.jit(jnp.matmul), a, b, repeats=repeats)
     return 2.0 * m * k * n / seconds
 
 

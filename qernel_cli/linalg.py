@@ -265,10 +265,20 @@ def log_det(a: Inexact[Array, "... n n"], how: Method | None = None) -> tuple[Fl
     return qernel_log_det(a)
 
 
+def _lu_singular(diagonal: Array, a: Array) -> Array:
+    """A matrix whose LU has a pivot within :func:`_tolerance` of zero (or not finite) is singular, as in the elimination.
+
+    Equal rows need not cancel to exactly zero in LAPACK's LU either (it depends
+    on the CPU's kernels), so an exact-zero test would miss them on some machines.
+    """
+    small = jnp.abs(diagonal) <= _tolerance(a)[..., None]
+    return jnp.any(small | ~jnp.isfinite(diagonal), axis=-1)
+
+
 def _lapack_log_det(a: Array) -> tuple[Array, Array]:
     """``jnp.linalg.slogdet`` with a singular matrix replaced by the identity before it (double where: finite, zero gradient)."""
-    probe = jnp.linalg.slogdet(jax.lax.stop_gradient(a))
-    singular = ~jnp.isfinite(probe.logabsdet) | (jnp.abs(probe.sign) == 0)
+    probe, _, _ = jax.lax.linalg.lu(jax.lax.stop_gradient(a))
+    singular = _lu_singular(jnp.diagonal(probe, axis1=-2, axis2=-1), jax.lax.stop_gradient(a))
     safe = jnp.where(singular[..., None, None], jnp.eye(a.shape[-1], dtype=a.dtype), a)
     sign, log_abs = jnp.linalg.slogdet(safe)
     phase = jnp.angle(sign) if jnp.iscomplexobj(sign) else jnp.where(sign < 0, jnp.pi, 0.0)
@@ -280,7 +290,7 @@ def _lapack_inverse_and_log_det(a: Array) -> tuple[Array, Array, Array, Array]:
     m = a.shape[-1]
     lu, pivots, _ = jax.lax.linalg.lu(a)
     diagonal = jnp.diagonal(lu, axis1=-2, axis2=-1)
-    singular = jnp.any((diagonal == 0) | ~jnp.isfinite(diagonal), axis=-1)
+    singular = _lu_singular(diagonal, jax.lax.stop_gradient(a))
     eye = jnp.eye(m, dtype=a.dtype)
     lu = jnp.where(singular[..., None, None], eye, lu)
     pivots = jnp.where(singular[..., None], jnp.arange(m, dtype=pivots.dtype), pivots)
