@@ -9,6 +9,7 @@ from qernel_cli.vmc.spring import (
     as_parts,
     centred_jacobian,
     clip_local_energy,
+    clipped_fraction,
     constrain_step,
     energy_gradient,
     energy_residuals,
@@ -107,6 +108,18 @@ def test_clipping_and_norm_constraint():
     assert float(np.sqrt(np.mean(np.abs(o @ np.asarray(step)) ** 2))) == pytest.approx(1e-3)
     small = constrain_step(as_parts(jac), 1e-9 * d, 1.0, 1e-3)
     assert np.allclose(small, 1e-9 * d)
+
+
+def test_both_parts_of_the_local_energy_are_clipped_in_the_residuals():
+    """An outlier of Im E_L (near a node of a complex ψ) is clipped like one of Re E_L, each part to its own median ± n·MAD."""
+    re = np.asarray([0.0, 1.0, -1.0, 0.5, 0.2])
+    im = np.asarray([0.1, -0.1, 0.0, 0.3, 50.0])  # median 0.1; |im − 0.1| = 0, 0.2, 0.1, 0.2, 49.9 → MAD 0.2
+    eps = np.asarray(energy_residuals(jnp.asarray(re + 1j * im)[None], n_mad=5.0))[0]
+    clipped_im = np.minimum(im, 0.1 + 5 * 0.2)
+    np.testing.assert_allclose(-eps.imag, clipped_im - clipped_im.mean(), atol=1e-15)
+    np.testing.assert_allclose(-eps.real, re - re.mean(), atol=1e-15)  # nothing to clip in the real part
+    assert float(clipped_fraction(jnp.asarray(re + 1j * im)[None], 5.0)[0]) == pytest.approx(1 / 5)
+    assert float(clipped_fraction(jnp.asarray(re)[None], 5.0)[0]) == 0.0
 
 
 def test_real_layout_centring_matches_complex():

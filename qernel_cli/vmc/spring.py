@@ -60,18 +60,24 @@ def clip_local_energy(e_loc: Float[Array, "g w"], n_mad: float) -> Float[Array, 
     return jnp.clip(e_loc, median - n_mad * mad, median + n_mad * mad)
 
 
-def clipped_fraction(e_loc: Float[Array, "g w"], n_mad: float) -> Float[Array, " g"]:
-    """Fraction of each group's local energies that :func:`clip_local_energy` changes."""
-    return jnp.mean(clip_local_energy(e_loc, n_mad) != e_loc, axis=1)
+def clipped_fraction(e_loc: Inexact[Array, "g w"], n_mad: float) -> Float[Array, " g"]:
+    """Fraction of each group's local energies whose real or imaginary part :func:`energy_residuals` clips."""
+    clipped = clip_local_energy(jnp.real(e_loc), n_mad) != jnp.real(e_loc)
+    if jnp.iscomplexobj(e_loc):
+        clipped = clipped | (clip_local_energy(jnp.imag(e_loc), n_mad) != jnp.imag(e_loc))
+    return jnp.mean(clipped, axis=1)
 
 
 def energy_residuals(e_loc: Inexact[Array, "g w"], n_mad: float) -> Complex[Array, "g w"]:
-    """ε = −(E_L − ⟨E_L⟩_g), with the real part clipped per group (used in the gradient only).
+    """ε = −(E_L − ⟨E_L⟩_g), with the real and the imaginary part each clipped per group (used in the gradient only).
 
-    ``e_loc`` holds all walkers (gather them first under data parallelism).
+    Im E_L diverges like 1/d² near the nodes of a complex ψ as Re E_L does
+    (d: distance to the node), so it is clipped the same way: to its own
+    median ± n_mad·MAD. ``e_loc`` holds all walkers (gather them first under
+    data parallelism).
     """
     real = clip_local_energy(jnp.real(e_loc), n_mad)
-    imag = jnp.imag(e_loc)
+    imag = clip_local_energy(jnp.imag(e_loc), n_mad)
     centred = (real - jnp.mean(real, axis=1, keepdims=True)) + 1j * (imag - jnp.mean(imag, axis=1, keepdims=True))
     return -centred
 

@@ -281,7 +281,7 @@ def vmc_step(
         "potential": jnp.mean(energies.potential, axis=1),
         "interaction": jnp.mean(energies.interaction, axis=1),
         "acceptance": acceptance,
-        "clipped_fraction": spring.clipped_fraction(e_total, hyper.clip_mad),
+        "clipped_fraction": spring.clipped_fraction(e_loc, hyper.clip_mad),
         "move_width": walkers.width,
         "learning_rate": lr,
         "update_norm": jnp.linalg.norm(update),
