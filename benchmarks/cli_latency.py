@@ -14,7 +14,6 @@ same run (the machine may be shared: compare ratios, not seconds).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -96,11 +95,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="Also write the JSON here.")
     args = parser.parse_args()
     result = measure(args.repeats)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out, indent=2)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+from report import emit  # noqa: E402
 from run import REFERENCE_OVERRIDES  # noqa: E402
 
 CASES = {6: "moire-tiny", 24: "moire24", 54: "moire54"}
@@ -298,11 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             args.out.write_text(json.dumps(report, indent=1) + "\n")
     report["loadavg_at_end"] = os.getloadavg()
-    text = json.dumps(report, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
-    if args.json or not args.out:
-        print(text)
+    emit(report, args.out, stdout=args.json or not args.out)
     return 0
 
 

@@ -39,6 +39,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from report import emit  # noqa: E402
 PRESET_FOR_N = {6: ("moire-tiny", 3), 24: ("moire24", 6), 54: ("moire54", 9)}
 """Spin-polarised ν = 2/3 systems that both codes run: N → (QERNEL preset, L of the L × L supercell)."""
 
@@ -290,11 +293,7 @@ def main() -> None:
         result["peer_components"] = peer_parts
         result["qernel_components"] = components
     result["wall_s"] = time.perf_counter() - t0
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out, indent=2)
 
 
 if __name__ == "__main__":

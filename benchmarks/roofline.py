@@ -45,6 +45,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from components import CASES, GROUPS, STEP_WALKERS, _timed  # noqa: E402
+from report import emit  # noqa: E402
 from run import REFERENCE_OVERRIDES  # noqa: E402
 
 BATCH = 16
@@ -226,10 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         report["systems"].append(system)
     report["peak_flop_per_s"] = max(v for k, v in rates.items() if "square" in k)
     report["loadavg_at_end"] = os.getloadavg()
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     return 0
 
 

@@ -95,3 +95,15 @@ def test_both_steps_are_taken_apart_into_the_same_parts():
     assert ratio["sweeps_s"] == pytest.approx(5.0) and ratio["step_s"] == pytest.approx(4.0)
     other = {"cases": [{**components["cases"][0], "step_walkers": 128}]}
     assert module.compare_components(PEER, parts, other) == []  # different walkers: no ratio
+
+
+def test_the_benchmarks_write_their_json_into_new_folders(tmp_path, capsys):
+    sys.path.insert(0, str(SCRIPT.parent))
+    from report import emit
+
+    out = tmp_path / "new" / "folder" / "r.json"
+    emit({"a": 1}, out, indent=2)
+    assert json.loads(capsys.readouterr().out) == {"a": 1}
+    assert out.read_text().endswith("}\n") and json.loads(out.read_text()) == {"a": 1}
+    emit({"b": 2}, None, stdout=False)
+    assert capsys.readouterr().out == ""
