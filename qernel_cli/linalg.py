@@ -32,6 +32,7 @@ swapping them), as stable as LU with partial pivoting for the determinant.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Literal
 
@@ -252,16 +253,16 @@ def inverse_and_log_det(
 def log_det(a: Inexact[Array, "... n n"], how: Method | None = None) -> tuple[Float[Array, "..."], Float[Array, "..."]]:
     """(log|det A|, arg det A) of each matrix; ``LOG_FLOOR`` and 0, with zero derivatives, where det A = 0.
 
-    By elimination, the value costs one forward elimination and a derivative
-    adds the inverse; under folx's forward Laplacian it is one operation with
-    the rule :func:`_folx_log_det` (LAPACK's ``slogdet`` has folx's own).
+    The value costs one forward elimination (or one LAPACK LU) and a
+    derivative adds the inverse; under folx's forward Laplacian it is one
+    operation with the rule :func:`_folx_log_det`.
     ``how`` overrides :func:`method`.
     """
     if a.shape[-1] == 0:
         zeros = jnp.zeros(a.shape[:-2], dtype=jnp.finfo(a.dtype).dtype)
         return zeros, zeros
     if (how or method()) == "lapack":
-        return _lapack_log_det(a)
+        return lapack_log_det(a)
     return qernel_log_det(a)
 
 
@@ -275,33 +276,58 @@ def _lu_singular(diagonal: Array, a: Array) -> Array:
     return jnp.any(small | ~jnp.isfinite(diagonal), axis=-1)
 
 
-def _lapack_log_det(a: Array) -> tuple[Array, Array]:
-    """``jnp.linalg.slogdet`` with a singular matrix replaced by the identity before it (double where: finite, zero gradient)."""
-    probe, _, _ = jax.lax.linalg.lu(jax.lax.stop_gradient(a))
-    singular = _lu_singular(jnp.diagonal(probe, axis1=-2, axis2=-1), jax.lax.stop_gradient(a))
-    safe = jnp.where(singular[..., None, None], jnp.eye(a.shape[-1], dtype=a.dtype), a)
-    sign, log_abs = jnp.linalg.slogdet(safe)
-    phase = jnp.angle(sign) if jnp.iscomplexobj(sign) else jnp.where(sign < 0, jnp.pi, 0.0)
-    return jnp.where(singular, LOG_FLOOR, log_abs), jnp.where(singular, 0.0, phase)
+def _lu(a: Array) -> tuple[Array, Array, Array, Array, Array]:
+    """(LU, pivots, singular, log|det|, det/|det|) from one LAPACK LU per matrix; a singular matrix's LU is the identity's."""
+    m = a.shape[-1]
+    lu, pivots, _ = jax.lax.linalg.lu(a)
+    singular = _lu_singular(jnp.diagonal(lu, axis1=-2, axis2=-1), jax.lax.stop_gradient(a))
+    lu = jnp.where(singular[..., None, None], jnp.eye(m, dtype=a.dtype), lu)
+    pivots = jnp.where(singular[..., None], jnp.arange(m, dtype=pivots.dtype), pivots)
+    diagonal = jnp.diagonal(lu, axis1=-2, axis2=-1)
+    swaps = jnp.sum(pivots != jnp.arange(m, dtype=pivots.dtype), axis=-1)
+    log_abs = jnp.where(singular, LOG_FLOOR, jnp.sum(jnp.log(jnp.abs(diagonal)), axis=-1))
+    unit = jnp.prod(diagonal / jnp.abs(diagonal), axis=-1) * jnp.where(swaps % 2 == 1, -1.0, 1.0)
+    return lu, pivots, singular, log_abs, unit
+
+
+def _lu_inverse_log_det(a: Array) -> tuple[Array, Array, Array, Array]:
+    """(A⁻¹, log|det A|, det/|det|, singular) from one LU and its solve; zero inverse where singular."""
+    lu, pivots, singular, log_abs, unit = _lu(a)
+    m = a.shape[-1]
+    eye = jnp.eye(m, dtype=a.dtype)
+    flat_lu, flat_pivots = lu.reshape(-1, m, m), pivots.reshape(-1, m)
+    inverse = jax.vmap(lambda f, p: jax.scipy.linalg.lu_solve((f, p), eye))(flat_lu, flat_pivots).reshape(a.shape)
+    return jnp.where(singular[..., None, None], jnp.zeros_like(inverse), inverse), log_abs, unit, singular
+
+
+@jax.custom_jvp
+def _lu_log_det(a):
+    _, _, singular, log_abs, unit = _lu(a)
+    return log_abs, unit, singular.astype(log_abs.dtype)
+
+
+@_lu_log_det.defjvp
+def _lu_log_det_jvp(primals, tangents):
+    """d log det A = tr(A⁻¹ dA): the value costs one LU, a derivative adds its solve for A⁻¹ (zero where singular)."""
+    (a,), (da,) = primals, tangents
+    inverse, log_abs, unit, singular = _lu_inverse_log_det(a)
+    trace = jnp.sum(jnp.swapaxes(inverse, -1, -2) * da, axis=(-2, -1))
+    d_log_abs, d_unit = _log_det_tangent(trace, unit)
+    singular = singular.astype(log_abs.dtype)
+    return (log_abs, unit, singular), (d_log_abs, d_unit, _no_tangent(singular))
+
+
+@jax.jit
+def lapack_log_det(a):
+    """(log|det A|, arg det A) from one LAPACK LU per matrix (its name is the key of its folx rule)."""
+    log_abs, unit, _ = _lu_log_det(a)
+    return log_abs, _phase(unit)
 
 
 def _lapack_inverse_and_log_det(a: Array) -> tuple[Array, Array, Array, Array]:
     """One LU per matrix (``jax.lax.linalg.lu``) for the inverse and the determinant."""
-    m = a.shape[-1]
-    lu, pivots, _ = jax.lax.linalg.lu(a)
-    diagonal = jnp.diagonal(lu, axis1=-2, axis2=-1)
-    singular = _lu_singular(diagonal, jax.lax.stop_gradient(a))
-    eye = jnp.eye(m, dtype=a.dtype)
-    lu = jnp.where(singular[..., None, None], eye, lu)
-    pivots = jnp.where(singular[..., None], jnp.arange(m, dtype=pivots.dtype), pivots)
-    diagonal = jnp.diagonal(lu, axis1=-2, axis2=-1)
-    swaps = jnp.sum(pivots != jnp.arange(m, dtype=pivots.dtype), axis=-1)
-    log_abs = jnp.sum(jnp.log(jnp.abs(diagonal)), axis=-1)
-    unit = jnp.prod(diagonal / jnp.abs(diagonal), axis=-1) * jnp.where(swaps % 2 == 1, -1.0, 1.0)
-    flat_lu, flat_pivots = lu.reshape(-1, m, m), pivots.reshape(-1, m)
-    inverse = jax.vmap(lambda f, p: jax.scipy.linalg.lu_solve((f, p), eye))(flat_lu, flat_pivots).reshape(a.shape)
-    inverse = jnp.where(singular[..., None, None], jnp.zeros_like(inverse), inverse)
-    return inverse, jnp.where(singular, LOG_FLOOR, log_abs), jnp.where(singular, 0.0, _phase(unit)), singular
+    inverse, log_abs, unit, singular = _lu_inverse_log_det(a)
+    return inverse, log_abs, jnp.where(singular, 0.0, _phase(unit)), singular
 
 
 @jax.jit
@@ -311,7 +337,7 @@ def qernel_log_det(a):
     return log_abs, _phase(unit)
 
 
-def _folx_log_det(args, kwargs, sparsity_threshold):
+def _folx_log_det(args, kwargs, sparsity_threshold, plain=qernel_log_det):
     """folx forward-Laplacian rule: with M_c = A⁻¹ ∂_c A, ∂_c log det A = tr M_c, Δ log det A = tr(A⁻¹ ΔA) − Σ_c tr(M_c²).
 
     Real and imaginary parts go to log|det| and arg det. The determinant's
@@ -321,7 +347,7 @@ def _folx_log_det(args, kwargs, sparsity_threshold):
 
     (a,) = args
     if not isinstance(a, FwdLaplArray):
-        return list(qernel_log_det(a))
+        return list(plain(a))
     inverse, log_abs, phase, singular = inverse_and_log_det(jax.lax.stop_gradient(a.x), how="elimination")
     m = jnp.einsum("...ij,k...jl->k...il", inverse, a.jacobian.dense_array)
     jacobian = jnp.einsum("k...ii->k...", m)
@@ -338,6 +364,7 @@ def _register_folx_rule() -> None:
     import folx
 
     folx.register_function("qernel_log_det", _folx_log_det)
+    folx.register_function("lapack_log_det", functools.partial(_folx_log_det, plain=lapack_log_det))
 
 
 _register_folx_rule()
