@@ -198,8 +198,13 @@ def _log_det(a):
 @_log_det.defjvp
 def _log_det_jvp(primals, tangents):
     (a,), (da,) = primals, tangents
-    inverse, log_abs, unit, singular = _inverse_log_det(a)
-    trace = jnp.sum(jnp.swapaxes(inverse, -1, -2) * da, axis=(-2, -1))  # tr(A⁻¹ dA)
+    return _log_det_jvp_from(*_inverse_log_det(a), da)
+
+
+def _log_det_jvp_from(inverse: Array, log_abs: Array, unit: Array, singular: Array, da: Array) -> tuple[tuple, tuple]:
+    """(log|det|, det/|det|, singular) and their tangents from A⁻¹ (zero where singular): d log det A = tr(A⁻¹ dA)."""
+    singular = singular.astype(log_abs.dtype)
+    trace = jnp.sum(jnp.swapaxes(inverse, -1, -2) * da, axis=(-2, -1))
     d_log_abs, d_unit = _log_det_tangent(trace, unit)
     return (log_abs, unit, singular), (d_log_abs, d_unit, _no_tangent(singular))
 
@@ -310,11 +315,7 @@ def _lu_log_det(a):
 def _lu_log_det_jvp(primals, tangents):
     """d log det A = tr(A⁻¹ dA): the value costs one LU, a derivative adds its solve for A⁻¹ (zero where singular)."""
     (a,), (da,) = primals, tangents
-    inverse, log_abs, unit, singular = _lu_inverse_log_det(a)
-    trace = jnp.sum(jnp.swapaxes(inverse, -1, -2) * da, axis=(-2, -1))
-    d_log_abs, d_unit = _log_det_tangent(trace, unit)
-    singular = singular.astype(log_abs.dtype)
-    return (log_abs, unit, singular), (d_log_abs, d_unit, _no_tangent(singular))
+    return _log_det_jvp_from(*_lu_inverse_log_det(a), da)
 
 
 @jax.jit
