@@ -75,6 +75,22 @@ def _timed(fn, *args, repeats: int) -> tuple[float, float]:
     return first, statistics.median(times)
 
 
+def reference_system(n: int, batch: int, rng):
+    """(run, overrides, positions (batch, n, 2) a_M, conditions (batch, 1) E_M): the reference model at N = n
+    with the step's walkers and depth groups, and random walkers (drawn from ``rng``) in its supercell and depth range."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from qernel_cli.config import resolve
+    from qernel_cli.vmc.train import build
+
+    overrides = [*REFERENCE_OVERRIDES, f"sampler.walkers={STEP_WALKERS[n]}", f"training.depths_per_step={GROUPS}"]
+    run = build(resolve(CASES[n], overrides))
+    x = jnp.asarray(rng.uniform(0.0, 1.0, (batch, n, 2)) @ np.asarray(run.physics.supercell.cell))
+    c = jnp.asarray(rng.uniform(run.physics.v_min, run.physics.v_max, (batch, 1)))
+    return run, overrides, x, c
+
+
 def profile(n: int, seed: int = 0) -> dict:
     """All component timings for one system."""
     import equinox as eqx
@@ -82,7 +98,6 @@ def profile(n: int, seed: int = 0) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from qernel_cli.config import resolve
     from qernel_cli.hamiltonian.potential import total_moire_potential
     from qernel_cli.model import parameter_count
     from qernel_cli.model.head_laplacian import envelope_jet, head_jet
@@ -90,19 +105,14 @@ def profile(n: int, seed: int = 0) -> dict:
     from qernel_cli.vmc import spring
     from qernel_cli.vmc.mcmc import metropolis_sweeps
     from qernel_cli.vmc.step import log_abs_fn, log_derivatives, make_step
-    from qernel_cli.vmc.train import build, initial_state
+    from qernel_cli.vmc.train import initial_state
 
     walkers = STEP_WALKERS[n]
-    overrides = [*REFERENCE_OVERRIDES, f"sampler.walkers={walkers}", f"training.depths_per_step={GROUPS}"]
-    config = resolve(CASES[n], overrides)
-    run = build(config)
-    model = eqx.combine(run.params, run.static)
-    params, static = run.params, run.static
     batch, repeats = BATCH[n]
     rng = np.random.default_rng(seed)
-    cell = np.asarray(run.physics.supercell.cell)
-    x = jnp.asarray(rng.uniform(0.0, 1.0, (batch, n, 2)) @ cell)
-    c = jnp.asarray(rng.uniform(run.physics.v_min, run.physics.v_max, (batch, 1)))
+    run, overrides, x, c = reference_system(n, batch, rng)
+    model = eqx.combine(run.params, run.static)
+    params, static = run.params, run.static
     result: dict = {
         "n_electrons": n,
         "preset": CASES[n],

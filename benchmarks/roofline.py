@@ -44,9 +44,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from components import CASES, GROUPS, STEP_WALKERS, _timed  # noqa: E402
+from components import CASES, STEP_WALKERS, _timed, reference_system  # noqa: E402
 from report import emit  # noqa: E402
-from run import REFERENCE_OVERRIDES  # noqa: E402
 
 BATCH = 16
 """Walkers of the programs whose flops are counted (counts are per walker)."""
@@ -99,21 +98,16 @@ def count(n: int, seed: int = 0) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from qernel_cli.config import resolve
     from qernel_cli.model import parameter_count
     from qernel_cli.model.trunk_laplacian import trunk_jet
     from qernel_cli.vmc import spring
     from qernel_cli.vmc.mcmc import Walkers
     from qernel_cli.vmc.step import log_derivatives
-    from qernel_cli.vmc.train import build
 
     walkers = STEP_WALKERS[n]
-    run = build(resolve(CASES[n], [*REFERENCE_OVERRIDES, f"sampler.walkers={walkers}", f"training.depths_per_step={GROUPS}"]))
+    run, _, x, c = reference_system(n, BATCH, np.random.default_rng(seed))
     params, static = run.params, run.static
     model = eqx.combine(params, static)
-    rng = np.random.default_rng(seed)
-    x = jnp.asarray(rng.uniform(0.0, 1.0, (BATCH, n, 2)) @ np.asarray(run.physics.supercell.cell))
-    c = jnp.asarray(rng.uniform(run.physics.v_min, run.physics.v_max, (BATCH, 1)))
 
     def m(p):
         return eqx.combine(p, static)
@@ -167,14 +161,7 @@ def floors(system: dict, peak: float, measured: dict | None) -> dict:
     out = {"per_walker_s": per_walker, "per_step_s": per_step}
     if measured is not None and measured.get("step_walkers") == walkers:
         mw, parts = measured["per_walker_s"], measured["step_parts_s"]
-        times = {
-            "log_psi": mw["log_psi"],
-            "trunk": mw["trunk"],
-            "trunk_jet": mw["trunk_jet"],
-            "log_psi_laplacian": mw["log_psi_laplacian"],
-            "log_derivatives": mw["log_derivatives"],
-        }
-        out["measured_over_floor"] = {k: times[k] / per_walker[k] for k in times}
+        out["measured_over_floor"] = {k: mw[k] / per_walker[k] for k in per_walker}
         step_times = {
             "spring_kernel": measured["per_step_s"]["spring_kernel"],
             "sweeps": parts["sweeps"],
