@@ -75,24 +75,27 @@ def _timed(fn, *args, repeats: int) -> tuple[float, float]:
     return first, statistics.median(times)
 
 
-def reference_system(n: int, batch: int, rng):
+def reference_system(n: int, batch: int, rng, walkers: int | None = None):
     """(run, overrides, positions (batch, n, 2) a_M, conditions (batch, 1) E_M): the reference model at N = n
-    with the step's walkers and depth groups, and random walkers (drawn from ``rng``) in its supercell and depth range."""
+    with the step's walkers (``walkers``, default :data:`STEP_WALKERS`) and depth groups, and random walkers
+    (drawn from ``rng``) in its supercell and depth range."""
     import jax.numpy as jnp
     import numpy as np
 
     from qernel_cli.config import resolve
     from qernel_cli.vmc.train import build
 
-    overrides = [*REFERENCE_OVERRIDES, f"sampler.walkers={STEP_WALKERS[n]}", f"training.depths_per_step={GROUPS}"]
+    walkers = STEP_WALKERS[n] if walkers is None else walkers
+    overrides = [*REFERENCE_OVERRIDES, f"sampler.walkers={walkers}", f"training.depths_per_step={GROUPS}"]
     run = build(resolve(CASES[n], overrides))
     x = jnp.asarray(rng.uniform(0.0, 1.0, (batch, n, 2)) @ np.asarray(run.physics.supercell.cell))
     c = jnp.asarray(rng.uniform(run.physics.v_min, run.physics.v_max, (batch, 1)))
     return run, overrides, x, c
 
 
-def profile(n: int, seed: int = 0) -> dict:
-    """All component timings for one system."""
+def profile(n: int, seed: int = 0, walkers: int | None = None, batch: int | None = None) -> dict:
+    """All component timings for one system; ``walkers`` of the step and ``batch`` of the per-walker
+    programs default to :data:`STEP_WALKERS` and :data:`BATCH` (sized for a 2-core CPU)."""
     import equinox as eqx
     import jax
     import jax.numpy as jnp
@@ -107,10 +110,11 @@ def profile(n: int, seed: int = 0) -> dict:
     from qernel_cli.vmc.step import log_abs_fn, log_derivatives, make_step
     from qernel_cli.vmc.train import initial_state
 
-    walkers = STEP_WALKERS[n]
-    batch, repeats = BATCH[n]
+    walkers = STEP_WALKERS[n] if walkers is None else walkers
+    default_batch, repeats = BATCH[n]
+    batch = default_batch if batch is None else batch
     rng = np.random.default_rng(seed)
-    run, overrides, x, c = reference_system(n, batch, rng)
+    run, overrides, x, c = reference_system(n, batch, rng, walkers)
     model = eqx.combine(run.params, run.static)
     params, static = run.params, run.static
     result: dict = {
@@ -286,6 +290,8 @@ def profile(n: int, seed: int = 0) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, nargs="+", default=[6, 24, 54], choices=sorted(CASES))
+    parser.add_argument("--step-walkers", type=int, help="walkers of the timed step for every N (default: STEP_WALKERS)")
+    parser.add_argument("--batch", type=int, help="walkers of the per-walker programs for every N (default: BATCH)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--json", action="store_true", help="print the JSON on stdout")
     args = parser.parse_args(argv)
@@ -305,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for n in args.cases:
         _log(f"N = {n}")
-        report["cases"].append(profile(n))
+        report["cases"].append(profile(n, walkers=args.step_walkers, batch=args.batch))
         if args.out:
             args.out.write_text(json.dumps(report, indent=1) + "\n")
     report["loadavg_at_end"] = os.getloadavg()

@@ -369,7 +369,9 @@ def _measure_wavefunction(spec: dict, run, result: dict, write, device) -> None:
         result["forward_laplacian"], forward_out = got
         write()
 
-    got = guarded(
+    if spec.get("skip_folx"):
+        result["folx_laplacian"] = {"skipped": "--skip-folx"}
+    got = None if spec.get("skip_folx") else guarded(
         "folx_laplacian",
         lambda: measure("folx_laplacian", laplacian("folx"), x, c, plan.laplacian_repeats, plan.warmup),
     )
@@ -428,6 +430,7 @@ def worker(spec: dict) -> None:
         "kind": getattr(device, "device_kind", str(device)),
         "count": jax.device_count(),
         "platform": device.platform,
+        "matmul_precision": jax.config.jax_default_matmul_precision,
     }
     walkers = spec["walkers"]
     groups = min(DEPTHS_PER_STEP, walkers)
@@ -708,6 +711,7 @@ def machine(results: list[dict]) -> dict:
         "backend": device.get("backend"),
         "device_kind": device.get("kind"),
         "device_count": device.get("count"),
+        "matmul_precision": device.get("matmul_precision"),
         "cpu_model": _cpu_model(),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable,
@@ -799,6 +803,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--walkers-for", action="append", default=[], metavar="PRESET=W", help="walkers for one preset, repeatable")
     p.add_argument("--steps", type=int, default=3, help="timed steps after the first (compiling) one (default 3)")
     p.add_argument("--skip-step", action="store_true", help="measure the wavefunction only")
+    p.add_argument("--skip-folx", action="store_true", help="leave out folx's Laplacian (its compilation is slow on GPUs)")
     p.add_argument("--skip-hessian-above", type=int, default=96, metavar="N",
                    help="skip the Hessian-trace reference for more than N electrons (default 96; -1: never skip)")
     p.add_argument("--forward-walkers", type=int, help="batch of the log ψ timing (default by N)")
@@ -849,6 +854,7 @@ def main(argv: list[str] | None = None) -> int:
             "walkers": walkers,
             "steps": args.steps,
             "skip_step": args.skip_step,
+            "skip_folx": args.skip_folx,
             "skip_hessian_above": None if args.skip_hessian_above < 0 else args.skip_hessian_above,
             "plan_overrides": plan_overrides,
             "seed": args.seed,

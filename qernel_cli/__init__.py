@@ -20,6 +20,16 @@ cost in speed. The flag is read when the backend starts, so importing
 also deadlock when two CPU devices of one process run them at once, which no
 flag prevents; QERNEL's jitted code therefore computes its determinants
 without LAPACK (``qernel_cli.linalg``).
+
+Float32 matrix products are computed in full float32
+(``JAX_DEFAULT_MATMUL_PRECISION=highest``, again only unless the user set
+it). JAX's own default lets an accelerator round their inputs to TF32 (10
+mantissa bits on NVIDIA GPUs since Ampere, bfloat16 passes on TPUs): the
+forward Laplacian would then differ from the second derivative of the log ψ
+that the sweeps sample by ~1e-3 relative, and the float32 SPRING kernel
+would lose the accuracy its centring buys. On a CPU both settings give the
+same bits at the same speed (measured). ``JAX_DEFAULT_MATMUL_PRECISION=
+tensorfloat32`` opts back in to the faster products.
 """
 
 import os
@@ -31,7 +41,11 @@ if _SCHEDULER_FLAG not in os.environ.get("XLA_FLAGS", ""):
 import sys  # noqa: E402
 
 os.environ["JAX_ENABLE_X64"] = "1"
+_PRECISION_SET_BY_USER = "JAX_DEFAULT_MATMUL_PRECISION" in os.environ
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 if "jax" in sys.modules:
     sys.modules["jax"].config.update("jax_enable_x64", True)
+    if not _PRECISION_SET_BY_USER and sys.modules["jax"].config.jax_default_matmul_precision is None:
+        sys.modules["jax"].config.update("jax_default_matmul_precision", "highest")
 
 __version__ = "0.1.0"
