@@ -235,6 +235,11 @@ def _(d, run, samples):
     return ["sample", str(run), "--depth", "10", "--out", str(target), "--walkers", "8", "--records", "2"], [target]
 
 
+@case("sample-more-walkers-than-starts", "exceeds the 16 distinct trained configurations", absent=["s.zarr"])
+def _(d, run, samples):
+    return ["sample", str(run), "--depth", "10", "--out", str(d / "s.zarr"), "--walkers", "17", "--records", "2"], []
+
+
 @case("append-other-run", "holds samples of a different run/config")
 def _(d, run, samples):
     target = d / "s.zarr"

@@ -24,16 +24,34 @@ from qernel_cli.vmc.step import local_energies, log_abs_fn
 from qernel_cli.vmc.train import Run
 
 
-def starting_walkers(run: Run, trained: Walkers, depths_moire: np.ndarray, walkers: int) -> Walkers:
-    """``walkers`` chains per depth, taken from the trained chains of the nearest training stratum."""
+class TooManyWalkers(ValueError):
+    """More walkers per depth were asked for than the checkpoint holds distinct configurations."""
+
+
+def starting_walkers(trained: Walkers, depths_moire: np.ndarray, walkers: int) -> Walkers:
+    """``walkers`` chains per depth, each from its own trained configuration.
+
+    The checkpoint holds g × w configurations (w chains at each of g training
+    strata). At every depth the starts are taken from the whole pool, the
+    strata nearest in depth first (ties to the lower stratum), so no two chains
+    at one depth start from the same configuration and the walkers are
+    independent samples after the burn-in. More walkers than g × w are refused:
+    copies of one start would be correlated, and the error bars count walkers
+    as independent.
+    """
     centres = np.asarray(trained.conditions[:, 0])
     pool = np.asarray(trained.positions)  # (g, w, n, 2)
+    g, w = pool.shape[:2]
+    if walkers > g * w:
+        raise TooManyWalkers(
+            f"{walkers} walkers per depth, but the checkpoint holds {g * w} distinct configurations; "
+            f"use at most {g * w} walkers and more records"
+        )
     positions, widths = [], []
     for v in depths_moire:
-        g = int(np.argmin(np.abs(centres - v)))
-        take = np.arange(walkers) % pool.shape[1]
-        positions.append(pool[g, take])
-        widths.append(float(trained.width[g]))
+        order = np.argsort(np.abs(centres - v), kind="stable")
+        positions.append(pool[order].reshape(g * w, *pool.shape[2:])[:walkers])
+        widths.append(float(trained.width[order[0]]))
     positions = jnp.asarray(np.stack(positions))
     conditions = jnp.asarray(np.asarray(depths_moire, dtype=np.float64))[:, None]
     zeros = jnp.zeros(positions.shape[:2])
@@ -61,7 +79,7 @@ def sample(
     (D, W) in E_M per configuration (not per electron), and ``acceptance`` (D,).
     """
     model_log_abs = log_abs_fn(eqx.combine(params, run.static))
-    state = starting_walkers(run, trained_walkers, np.asarray(depths_moire), walkers)
+    state = starting_walkers(trained_walkers, np.asarray(depths_moire), walkers)
     state = with_conditions(model_log_abs, state, state.conditions)
 
     @eqx.filter_jit

@@ -66,6 +66,11 @@ def check_sampling(
     """The run's config and the depths (meV) of a `qernel sample` request; refuses what cannot be sampled or appended."""
     config = run_dir.check_trained(trained)
     depths = check_depths(depths_meV, config, warn)
+    if walkers is not None and walkers > config.sampler.walkers:
+        raise RequestError(
+            f"--walkers {walkers} exceeds the {config.sampler.walkers} distinct trained configurations that chains start from "
+            f"(copies would be correlated); use at most {config.sampler.walkers} and more --records"
+        )
     if Path(out_store).exists():
         if owner := store.lock_owner(out_store):
             raise store.StoreLocked(f"store {out_store} is being written by another process (pid {owner}); wait for it to finish")
