@@ -10,7 +10,18 @@ the hypothesis test of M. Jonsson, Phys. Rev. E 98, 043304 (2018):
   M_k = Σ_{j≥k} n_j ρ̂_j²; if the block means from level k on are independent,
   M_k is χ² distributed with (number of levels ≥ k) degrees of freedom;
 * the chosen level is the first k with M_k below the χ² quantile at
-  ``confidence``; the error is estimated from the spread of its block means.
+  ``confidence`` whose blocks are also long against the correlation time
+  (2^k ≥ 3(2τ − 1) with the largest τ any level or the lag-1 autocorrelation
+  suggests); the error is estimated from the spread of its block means.
+  Where no level qualifies the series is too short for its correlation time:
+  ``converged`` is False and the error is a lower bound. On AR(1) series
+  (``tests/test_blocking.py``) the unflagged errors are within 25 % of the
+  true one in the median, and series with T < ~30τ are flagged.
+
+``chain_average`` gives the error of an average over several independent
+chains from the spread of their means, which is right for any chain length,
+with blocking of the chain-averaged series as the check on the correlation
+time.
 
 ``Moments`` accumulates the mean and (co)variance of *independent* samples
 chunk by chunk (Chan–Golub–LeVeque pairwise update), so large sample sets are
@@ -25,7 +36,10 @@ import numpy as np
 import scipy.stats
 from jaxtyping import Bool, Float, Int
 
-__all__ = ["Blocking", "Moments", "as_samples", "blocking", "sample_chunks"]
+__all__ = ["Blocking", "ChainAverage", "Moments", "as_samples", "blocking", "chain_average", "sample_chunks"]
+
+BLOCK_FACTOR = 3.0
+"""A blocking level counts only if its blocks hold at least BLOCK_FACTOR·(2τ − 1) values (see :func:`blocking`)."""
 
 CHUNK_ELEMENTS = 1 << 22
 """Rough bound on the array elements of one processing chunk (keeps memory at ~100 MB)."""
@@ -101,6 +115,8 @@ def blocking(series: Float[np.ndarray, "T ..."], confidence: float = 0.99, min_b
         rho = np.divide(gamma, s2, out=np.zeros_like(s2), where=s2 > 0)
         errors.append(np.sqrt(s2 * n / (n - 1) * size / T))
         stats.append(n * rho**2)
+        if size == 1:
+            rho_first = rho
         sizes.append(size)
         counts.append(n)
         m = n // 2
@@ -119,6 +135,14 @@ def blocking(series: Float[np.ndarray, "T ..."], confidence: float = 0.99, min_b
         dof = top + 1 - np.arange(top + 1)
         quantile = scipy.stats.chi2.ppf(confidence, dof).reshape((-1,) + (1,) * len(shape))
         passed = tail < quantile
+        # A level also needs blocks long against the correlation: 2^k ≥ 3(2τ_ref − 1), τ_ref the largest
+        # of the levels' τ and of the AR(1) value of the lag-1 autocorrelation. Without this the χ² test
+        # accepts short series (T ≲ 50τ) whose blocks are still correlated: median error 0.3–0.7× the true one.
+        tau_levels = np.divide(0.5 * level_errors[: top + 1] ** 2 * T, var, out=np.full((top + 1,) + shape, 0.5), where=var > 0)
+        rho1 = np.clip(rho_first, -0.99, 0.99)
+        tau_ref = np.maximum(np.max(tau_levels, axis=0), 0.5 * (1 + rho1) / (1 - rho1))
+        long_enough = np.asarray(sizes[: top + 1]).reshape((-1,) + (1,) * len(shape)) >= BLOCK_FACTOR * (2 * tau_ref - 1)
+        passed = passed & long_enough
         converged = np.any(passed, axis=0)
         chosen = np.where(converged, np.argmax(passed, axis=0), top)
 
@@ -134,6 +158,60 @@ def blocking(series: Float[np.ndarray, "T ..."], confidence: float = 0.99, min_b
         converged=converged[()],
         level_errors=level_errors,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainAverage:
+    """Mean over T records of W independent chains, with its error bar (same units as the values).
+
+    Attributes:
+        mean: mean over all T·W values.
+        error: standard error of ``mean``: the spread of the W chain means over √W
+            (W ≥ :data:`MIN_CHAINS`), else the blocking error of the chain-averaged series.
+        error_source: ``"chains"`` or ``"blocking"``: which of the two ``error`` is.
+        blocking_error: blocking error of the chain-averaged series (the cross-check).
+        converged: whether that blocking found a level with blocks long against the
+            correlation time; False means the records are too short to measure τ
+            (more records fix it) and, for W < MIN_CHAINS, that ``error`` is a lower bound.
+        tau: integrated autocorrelation time in records, ½·T·W·error²/var (var of
+            single values); NaN where not ``converged`` (not measurable).
+    """
+
+    mean: float
+    error: float
+    error_source: str
+    blocking_error: float
+    converged: bool
+    tau: float
+
+
+MIN_CHAINS = 16
+"""Fewest chains whose spread gives the error (its own relative error is then ≤ 1/√(2·15) ≈ 18 %)."""
+
+
+def chain_average(values: Float[np.ndarray, "T W"], confidence: float = 0.99, min_blocks: int = 16) -> ChainAverage:
+    """Mean and error of ``values[t, w]``, record t of independent chain w (e.g. a walker's local energy).
+
+    The chain means are independent and each has the variance of a T-record
+    average, whatever the autocorrelation, so their spread gives the error
+    without knowing τ (provided the chains are independent and equilibrated:
+    distinct starts, burned in). The blocking of the chain-averaged series
+    checks the correlation time and measures τ where the records allow.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"values must have shape (records, chains), got {x.shape}")
+    T, W = x.shape
+    b = blocking(x.mean(axis=1), confidence, min_blocks)
+    if W >= MIN_CHAINS:
+        error, source = float(np.std(x.mean(axis=0), ddof=1) / np.sqrt(W)), "chains"
+    else:
+        error, source = float(b.error), "blocking"
+    var = float(np.var(x, ddof=1)) if x.size > 1 else float("nan")
+    converged = bool(b.converged)
+    tau = 0.5 * T * W * error**2 / var if converged and var > 0 else (0.5 if converged else float("nan"))
+    return ChainAverage(mean=float(x.mean()), error=error, error_source=source, blocking_error=float(b.error),
+                        converged=converged, tau=float(tau))
 
 
 def as_samples(positions: Float[np.ndarray, "... N 2"], independent_axes: int | None = None) -> np.ndarray:
