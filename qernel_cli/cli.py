@@ -344,7 +344,7 @@ def sample(
     run_dir: Annotated[Path, typer.Argument(help="A trained run directory (from `qernel train`).")],
     depth: Annotated[list[float], typer.Option("--depth", "-d", help="Moiré depth V in meV (repeatable; any value between the training depths; outside them is an extrapolation and warned about).")],
     out_store: Annotated[Path, typer.Option("--out", "-o", help="Sample store (zarr) to create or append to.")],
-    walkers: Annotated[Optional[int], typer.Option(help="Walkers per depth (default: the run's sampler.walkers).", min=1)] = None,
+    walkers: Annotated[Optional[int], typer.Option(help="Walkers per depth (default and most: the run's sampler.walkers, one per trained configuration).", min=1)] = None,
     records: Annotated[int, typer.Option(help="Records (snapshots of all walkers) per depth.", min=1)] = 200,
     sweeps: Annotated[Optional[int], typer.Option(help="Metropolis sweeps between records (default: the run's sampler.steps_per_iteration).", min=1)] = None,
     burn_in: Annotated[Optional[int], typer.Option(help="Equilibration sweeps before recording (default: the run's sampler.burn_in).", min=0)] = None,
@@ -410,6 +410,10 @@ def observe(
         results, attrs = observe_store(store, grid=grid, plots_dir=plots_dir)
     summary = _observables_summary(results, attrs)
     summary["plots"] = str(plots_dir)
+    from qernel_cli.workflows.observe import blocking_warning
+
+    if message := blocking_warning(results):
+        warning(message)
     if json_:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
@@ -422,11 +426,12 @@ def _observables_summary(results, attrs) -> dict:
     rows = []
     for r in results:
         row = {"V_meV": r.depth, "records": r.records, "walkers": r.walkers, "acceptance": r.acceptance}
-        for name, (mean, error, tau) in r.energies.items():
+        for name, e in r.energies.items():
             key = "energy_per_electron" if name == "energy" else name
-            row[f"{key}_meV"] = mean
-            row[f"{key}_error_meV"] = error
-            row[f"{key}_tau_records"] = tau
+            row[f"{key}_meV"] = e.mean
+            row[f"{key}_error_meV"] = e.error
+            row[f"{key}_tau_records"] = None if e.tau != e.tau else e.tau  # NaN: not measurable
+            row[f"{key}_blocking_converged"] = e.converged
         row["order_parameter"] = r.order.value if r.order else None
         row["order_parameter_error"] = r.order.error if r.order else None
         row["site_order"] = r.site_order.value if r.site_order else None
@@ -450,10 +455,14 @@ def _print_observables(summary: dict) -> None:
     def order(row, key):
         return "—" if row[key] is None else f"{row[key]:.3f} ± {row[key + '_error']:.3f}"
 
+    def tau(row):
+        value = row["energy_per_electron_tau_records"]
+        return "—" if value is None else f"{value:.1f}"
+
     rows = [
         (
             f"{row['V_meV']:g}", pm(row, "energy_per_electron"), pm(row, "kinetic"), pm(row, "potential"), pm(row, "interaction"),
-            f"{row['energy_per_electron_tau_records']:.1f}", order(row, "order_parameter"), order(row, "site_order"), f"{row['acceptance']:.2f}",
+            tau(row), order(row, "order_parameter"), order(row, "site_order"), f"{row['acceptance']:.2f}",
         )
         for row in summary["depths"]
     ]
@@ -470,8 +479,9 @@ def phasediagram(
     run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory (samples.zarr, phasediagram.zarr, PNG plots); rerunning it samples only what is missing.")],
     depths: Annotated[str, typer.Option(help="Depths in meV: START:STOP:COUNT (inclusive), e.g. 0:30:16, or a list 5,10,20.")] = "0:30:16",
-    walkers: Annotated[Optional[int], typer.Option(help="Walkers per depth (default: the run's sampler.walkers).", min=1)] = None,
+    walkers: Annotated[Optional[int], typer.Option(help="Walkers per depth (default and most: the run's sampler.walkers, one per trained configuration).", min=1)] = None,
     records: Annotated[int, typer.Option(help="Records per depth.", min=1)] = 100,
+    top_up: Annotated[int, typer.Option("--top-up", help="Rounds of doubling the records at depths whose energy blocking did not converge.", min=0)] = 0,
     grid: Annotated[int, typer.Option(help="Density grid points per supercell direction.", min=4)] = 96,
     seed: Annotated[int, typer.Option(help="Random seed.", min=0)] = 0,
     json_: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
@@ -490,7 +500,7 @@ def phasediagram(
     with task_progress(err, "phase diagram", enabled=not quiet) as progress:
         summary = supervise(
             lambda interrupt: phase_diagram(
-                run_dir, grid_meV, out_dir, walkers=walkers, records=records, grid=grid, seed=seed,
+                run_dir, grid_meV, out_dir, walkers=walkers, records=records, top_up=top_up, grid=grid, seed=seed,
                 warn=warning,
                 progress=progress,
             ),

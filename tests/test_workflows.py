@@ -102,8 +102,13 @@ def test_phasediagram_cli_json_resumes_without_resampling(run_dir, tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
-    assert warnings and all("extrapolat" in w for w in warnings) and "-5" in warnings[0] and "45" in warnings[0], result.stderr
+    extrapolating = [w for w in warnings if "extrapolat" in w]
+    assert extrapolating and "-5" in extrapolating[0] and "45" in extrapolating[0], result.stderr
+    # 4 records cannot show a correlation time: flagged in one line that names the fix, and in the JSON
+    (blocking,) = [w for w in warnings if "extrapolat" not in w]
+    assert "blocking did not converge at V = -5, 10, 20, 45 meV" in blocking and "--records 16" in blocking and "--top-up" in blocking
     summary = json.loads(result.stdout)
+    assert all(d["energy_blocking_converged"] is False and d["energy_tau_records"] is None for d in summary["depths"])
     assert [d["V_meV"] for d in summary["depths"]] == [-5.0, 10.0, 20.0, 45.0]
     assert summary["transition"]["method"] and (out / "phasediagram.png").is_file()
     ds = open_zarr(out / "phasediagram.zarr")
@@ -116,6 +121,12 @@ def test_phasediagram_cli_json_resumes_without_resampling(run_dir, tmp_path):
     assert more.exit_code == 0, more.stderr
     depth = zarr.open_group(str(out / "samples.zarr"), mode="r")["depth"][:]
     assert sorted(np.unique(depth, return_counts=True)[1]) == [6, 6, 6, 6]
+    # --top-up doubles the records where the energy blocking did not converge (here: everywhere), in new sessions
+    topped = runner.invoke(app, [a if a != "4" else "6" for a in args] + ["--top-up", "1"])
+    assert topped.exit_code == 0, topped.stderr
+    group = zarr.open_group(str(out / "samples.zarr"), mode="r")
+    assert sorted(np.unique(group["depth"][:], return_counts=True)[1]) == [12, 12, 12, 12]
+    assert all(d["records"] == 12 for d in json.loads(topped.stdout)["depths"])
 
 
 def test_bad_depth_grids_are_refused():

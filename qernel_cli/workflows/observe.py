@@ -3,8 +3,12 @@
 For every depth in the store:
 
 * energies per electron (total, kinetic, moiré, interaction; meV) with
-  blocking error bars of the walker-averaged record series (autocorrelation
-  aware) and the integrated autocorrelation time;
+  error bars from the spread of the walkers' chain means (right for any
+  number of records, the walkers being independent chains from distinct
+  starts), blocking of the walker-averaged series as the check on the
+  correlation time (``*_converged``; False: too few records to measure τ,
+  and a warning names ``--records``), and the integrated autocorrelation
+  time where it is measurable (NaN elsewhere);
 * the charge density on a grid over the supercell, folded into one moiré
   cell, and *aligned* to the crystal pattern (each configuration translated by
   the moiré vector m·a_1, m ∈ {0, 1, 2}, that brings the phase of its ρ_K
@@ -33,7 +37,6 @@ from qernel_cli import samples, store
 from qernel_cli.errors import os_reason
 from qernel_cli.lattice import MOIRE_G, MOIRE_VECTORS, Supercell
 from qernel_cli.observables import (
-    blocking,
     crystal_order,
     crystal_order_per_sample,
     density_on_grid,
@@ -43,6 +46,7 @@ from qernel_cli.observables import (
     structure_factor,
     supercell_q_vectors,
 )
+from qernel_cli.observables.blocking import ChainAverage, chain_average
 from qernel_cli.observables.sites import random_site_order, site_order
 
 ENERGY_PARTS = ("energy", "kinetic", "potential", "interaction")
@@ -56,7 +60,7 @@ class DepthObservables:
     depth: float
     records: int
     walkers: int
-    energies: dict[str, tuple[float, float, float]]  # name → (mean, error, tau)
+    energies: dict[str, ChainAverage]  # name → mean, error, τ, blocking check
     acceptance: float
     density: np.ndarray
     density_error: np.ndarray
@@ -66,6 +70,29 @@ class DepthObservables:
     pair: Any
     order: Any
     site_order: Any
+
+
+def unconverged_depths(results: list[DepthObservables]) -> list[float]:
+    """Depths whose total-energy blocking did not converge (records too few for the autocorrelation time)."""
+    return [r.depth for r in results if not r.energies["energy"].converged]
+
+
+def blocking_warning(results: list[DepthObservables]) -> str | None:
+    """One line for the depths whose energy blocking did not converge, naming the fix; None if there are none."""
+    bad = [r for r in results if not r.energies["energy"].converged]
+    if not bad:
+        return None
+    depths = ", ".join(f"{r.depth:g}" for r in bad)
+    lower_bound = [r for r in bad if r.energies["energy"].error_source == "blocking"]
+    consequence = (
+        "their energy errors are lower bounds (fewer than 16 walkers)" if lower_bound
+        else "τ is not measured there and the energy errors rest on the walkers' spread alone"
+    )
+    records = min(r.records for r in bad)
+    return (
+        f"energy blocking did not converge at V = {depths} meV ({records} records are too few for the autocorrelation time): "
+        f"{consequence}; sample more records (--records {4 * records})"
+    )
 
 
 def aligned_positions(positions: np.ndarray, supercell: Supercell) -> np.ndarray:
@@ -90,11 +117,7 @@ def observe_depth(group, rows: np.ndarray, supercell: Supercell, grid: int, q_ma
         bad = int(np.sum(~np.all(np.isfinite(positions), axis=(1, 2, 3))))
         raise samples.SampleStoreError(f"sample store {store.location(group)} is damaged: {bad} records have no positions (deleted chunks?)")
     positions = np.swapaxes(positions, 0, 1)  # (walker, record, N, 2): walkers are the independent samples
-    energies = {}
-    for name in ENERGY_PARTS:
-        series = samples.read(group, name, (rows, slice(None))).mean(axis=1)
-        b = blocking(series)
-        energies[name] = (float(b.mean), float(b.error), float(b.tau))
+    energies = {name: chain_average(samples.read(group, name, (rows, slice(None)))) for name in ENERGY_PARTS}
     has_order = supercell.L1 % 3 == 0 and supercell.L2 % 3 == 0
     density = density_on_grid(positions, supercell, grid, independent_axes=1)
     aligned = density_on_grid(aligned_positions(positions, supercell), supercell, grid, independent_axes=1) if has_order else density
@@ -162,7 +185,15 @@ OBSERVABLE_VARIABLES = {
     **{
         f"{name}{suffix}": OBS(("depth",), "float64", unit, f"{label} per electron{extra}")
         for name, label in (("energy", "total energy"), ("kinetic", "kinetic energy"), ("potential", "moiré potential energy"), ("interaction", "interaction energy"))
-        for suffix, unit, extra in (("", "meV", ""), ("_error", "meV", ": blocking standard error"), ("_tau", "record", ": integrated autocorrelation time (½ for independent records)"))
+        for suffix, unit, extra in (
+            ("", "meV", ""),
+            ("_error", "meV", ": standard error (spread of the walkers' chain means; blocking with fewer than 16 walkers)"),
+            ("_tau", "record", ": integrated autocorrelation time (½ for independent records; NaN where the records are too few to measure it)"),
+        )
+    },
+    **{
+        f"{name}_converged": OBS(("depth",), "bool", "1", f"blocking of the walker-averaged {name} series found blocks longer than its correlation (False: more records needed to measure τ)")
+        for name in ("energy", "kinetic", "potential", "interaction")
     },
     "density": OBS(("depth", "s1", "s2"), "float64", "a_M^-2", "electron density on a grid over the supercell (fractional coordinates s1, s2)"),
     "density_error": OBS(("depth", "s1", "s2"), "float64", "a_M^-2", "standard error of the density (chains as independent samples)"),
@@ -212,7 +243,8 @@ def write_observables(path: Path, results: list[DepthObservables], supercell: Su
         rows = [
             {
                 "depth": r.depth, "records": r.records, "walkers": r.walkers, "acceptance": r.acceptance,
-                **{f"{k}{s}": v[i] for k, v in r.energies.items() for i, s in enumerate(("", "_error", "_tau"))},
+                **{f"{k}{s}": getattr(v, field) for k, v in r.energies.items()
+                   for s, field in (("", "mean"), ("_error", "error"), ("_tau", "tau"), ("_converged", "converged"))},
                 "density": r.density, "density_error": r.density_error, "density_cell": r.density_cell, "density_aligned": r.density_aligned,
                 "structure_factor": r.structure.value, "structure_factor_error": r.structure.error, "structure_factor_connected": r.structure.connected,
                 "pair_correlation": r.pair.g, "pair_correlation_error": r.pair.error,
