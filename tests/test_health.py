@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from qernel_cli.observables.blocking import chain_average
 from qernel_cli.vmc import health
 from qernel_cli.vmc.spring import clipped_fraction
 
@@ -24,11 +25,12 @@ def test_autocorrelation_time_of_ar1_chains(rho):
     assert tau == pytest.approx(exact, rel=0.15)  # statistical error of the estimate: ~6 %
 
 
-def test_corrected_error_matches_the_spread_of_repeated_runs():
+def test_evaluation_error_matches_the_spread_of_repeated_runs():
+    """The evaluation's estimator (spread of the walkers' chain means) at its own size: 16 chains, 40 blocks, τ ≈ 5.7."""
     rho, t, w = 0.7, 40, 16
-    runs = [health.correlated_mean(ar1(rho, t, w, seed=s)) for s in range(300)]
-    means = np.array([m for m, _, _ in runs])
-    errors = np.array([e for _, e, _ in runs])
+    runs = [chain_average(ar1(rho, t, w, seed=s)) for s in range(300)]
+    means = np.array([c.mean for c in runs])
+    errors = np.array([c.error for c in runs])
     true_spread = means.std()
     assert np.median(errors) == pytest.approx(true_spread, rel=0.2)
     naive = np.median([ar1(rho, t, w, seed=s).std() / np.sqrt(t * w) for s in range(20)])

@@ -55,14 +55,6 @@ def autocorrelation_time(series: Float[np.ndarray, "T W"]) -> float:
     return float(max(tau, 1.0))
 
 
-def correlated_mean(series: Float[np.ndarray, "T W"]) -> tuple[float, float, float]:
-    """Mean, standard error (corrected for autocorrelation) and τ of W independent chains of length T."""
-    x = np.asarray(series, dtype=np.float64)
-    tau = autocorrelation_time(x)
-    error = np.sqrt(tau * np.var(x) / (x.size - 1)) if x.size > 1 else float("nan")
-    return float(np.mean(x)), float(error), tau
-
-
 @dataclasses.dataclass(frozen=True)
 class Health:
     """What the summary reports about a run's numerics (means over all VMC steps of this run)."""

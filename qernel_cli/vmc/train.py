@@ -29,6 +29,7 @@ from qernel_cli.errors import QernelError
 from qernel_cli.hamiltonian.ewald import EwaldSum
 from qernel_cli.interrupt import deferred_interrupt
 from qernel_cli.model import make_wavefunction
+from qernel_cli.observables.blocking import chain_average
 from qernel_cli.run_dir import CHECKPOINT_FILE, TRAIN_STORE, RunError, atomic_write, check_trained, prepare, stored_config
 from qernel_cli.vmc import health
 from qernel_cli.vmc.crystal import classical_ground_state, family_crystal_orbitals
@@ -198,15 +199,16 @@ def evaluate(
     name: str = "evaluation",
     mesh: Mesh | None = None,
 ) -> dict[str, np.ndarray]:
-    """Energies per electron (E_M) at fixed depths, with error bars corrected for autocorrelation.
+    """Energies per electron (E_M) at fixed depths, with error bars that hold at any autocorrelation.
 
     Five sweep blocks without energies re-equilibrate the chains at the new
     depths; then ``n_blocks`` (default ``training.evaluate_blocks``) blocks of
     ``sampler.steps_per_iteration`` sweeps each record every walker's local
-    energy. Per depth: ``X`` (mean) and ``X_error`` for every component, and
-    ``autocorrelation_blocks``, the integrated autocorrelation time τ of the
-    total local energy in blocks (errors are sqrt(τ) larger than for
-    independent samples; see :mod:`qernel_cli.vmc.health`). ``stop()`` is
+    energy. Per depth: ``X`` (mean) and ``X_error`` for every component (the
+    spread of the walkers' chain means, :func:`~qernel_cli.observables.blocking.chain_average`:
+    right for any number of blocks), and ``autocorrelation_blocks``, the
+    integrated autocorrelation time τ of the total local energy in blocks
+    (the sampling-efficiency check of :mod:`qernel_cli.vmc.health`). ``stop()`` is
     polled before every block (KeyboardInterrupt when true); ``name`` is the
     phase shown by the supervisor; ``mesh``: the devices (default: all).
     """
@@ -252,11 +254,11 @@ def evaluate(
     result: dict[str, np.ndarray] = {}
     series = {component: np.array(values) for component, values in rows.items()}  # (blocks, groups, walkers)
     for component, x in series.items():
-        stats = [health.correlated_mean(x[:, j]) for j in range(g)]  # walkers are independent chains
-        result[component] = np.array([mean for mean, _, _ in stats])
-        result[component + "_error"] = np.array([error for _, error, _ in stats])
+        stats = [chain_average(x[:, j]) for j in range(g)]  # walkers are independent chains: their spread is the error
+        result[component] = np.array([c.mean for c in stats])
+        result[component + "_error"] = np.array([c.error for c in stats])
         if component == "total":
-            result["autocorrelation_blocks"] = np.array([tau for _, _, tau in stats])
+            result["autocorrelation_blocks"] = np.array([health.autocorrelation_time(x[:, j]) for j in range(g)])
     return result
 
 
