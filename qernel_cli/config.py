@@ -75,6 +75,9 @@ class ModelConfig:
     plane waves; ``envelope_shells``: moiré reciprocal-vector shells of the envelopes;
     ``envelope_anchors``: depths (evenly spaced over the range) at which Bloch
     envelopes are anchored and between which they are interpolated (1: fixed);
+    ``envelope_interpolation``: "smooth" (natural cubic spline in V: no kink
+    at the anchors) or "linear" (piecewise linear, as in runs made before the
+    spline; their stored configs lack the key and are read as "linear");
     ``pair_jastrow_qmax``: cutoff (units of the shortest moiré reciprocal vector
     |g|) of the c-conditioned plane-wave pair Jastrow (0: off).
     """
@@ -92,6 +95,7 @@ class ModelConfig:
     envelope: Literal["bloch", "plane-wave"] = "bloch"
     envelope_shells: int = 3
     envelope_anchors: int = 3
+    envelope_interpolation: Literal["smooth", "linear"] = "smooth"
     pair_jastrow_qmax: float = 0.0
     dtype: Literal["float32", "float64"] = "float64"
 

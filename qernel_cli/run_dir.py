@@ -38,7 +38,11 @@ def stored_config(run_dir: Path, steps: int | None = None) -> Config:
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise RunError(f"{run_dir} is not a QERNEL run directory (no {CONFIG_FILE})")
-    stored = from_dict(read_toml(run_dir / CONFIG_FILE))
+    data = read_toml(run_dir / CONFIG_FILE)
+    # Runs stored before model.envelope_interpolation existed interpolated their envelopes linearly.
+    if isinstance(data.get("model"), dict) and "envelope_interpolation" not in data["model"]:
+        data["model"]["envelope_interpolation"] = "linear"
+    stored = from_dict(data)
     if steps is not None:
         stored = dataclasses.replace(stored, training=dataclasses.replace(stored.training, steps=steps))
     return stored

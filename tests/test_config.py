@@ -112,3 +112,18 @@ def test_unknown_keys_are_always_rejected(key):
         return
     with pytest.raises(ConfigError):
         apply_overrides(load_preset_data("moire-tiny"), [f"model.{key}=1"])
+
+
+def test_runs_stored_before_the_envelope_spline_keep_linear_envelopes(tmp_path):
+    """A stored config without model.envelope_interpolation was written when envelopes were piecewise linear in V."""
+    import tomli_w
+
+    from qernel_cli.run_dir import CONFIG_FILE, stored_config
+
+    data = tomllib.loads(resolve("moire-tiny").to_toml())
+    assert data["model"]["envelope_interpolation"] == "smooth"
+    (tmp_path / CONFIG_FILE).write_text(tomli_w.dumps(data))
+    assert stored_config(tmp_path).model.envelope_interpolation == "smooth"
+    del data["model"]["envelope_interpolation"]
+    (tmp_path / CONFIG_FILE).write_text(tomli_w.dumps(data))
+    assert stored_config(tmp_path).model.envelope_interpolation == "linear"

@@ -78,6 +78,45 @@ def lowest_plane_waves(
         shells += 1
 
 
+INTERPOLATIONS = ("smooth", "linear")
+
+
+def natural_spline_curvatures(x: Float[np.ndarray, " A"]) -> Float[np.ndarray, "A A"]:
+    """M[i, a]: second derivative at node i of the natural cubic spline through the unit values e_a at the nodes x."""
+    x = np.asarray(x, dtype=np.float64)
+    a = len(x)
+    m = np.zeros((a, a))
+    if a > 2:
+        h = np.diff(x)
+        n = a - 2
+        lhs, rhs = np.zeros((n, n)), np.zeros((n, a))
+        for i in range(1, a - 1):  # continuity of the first derivative at the interior nodes
+            row = i - 1
+            lhs[row, row] = (h[i - 1] + h[i]) / 3.0
+            if row > 0:
+                lhs[row, row - 1] = h[i - 1] / 6.0
+            if row < n - 1:
+                lhs[row, row + 1] = h[i] / 6.0
+            rhs[row, i - 1] += 1.0 / h[i - 1]
+            rhs[row, i] -= 1.0 / h[i - 1] + 1.0 / h[i]
+            rhs[row, i + 1] += 1.0 / h[i]
+        m[1:-1] = np.linalg.solve(lhs, rhs)
+    return m
+
+
+def natural_spline_weights(x: Float[np.ndarray, " A"], c: Float[Array, ""]) -> Float[Array, " A"]:
+    """w_a(c): the natural cubic spline through values y_a at nodes x is Σ_a w_a(c) y_a (x[0] ≤ c ≤ x[-1]; C² in c)."""
+    x = np.asarray(x, dtype=np.float64)
+    a = len(x)
+    m = jnp.asarray(natural_spline_curvatures(x))
+    nodes, steps, eye = jnp.asarray(x), jnp.asarray(np.diff(x)), jnp.eye(a)
+    i = jnp.clip(jnp.searchsorted(nodes, c, side="right") - 1, 0, a - 2)
+    h = steps[i]
+    t = (c - nodes[i]) / h
+    u = 1.0 - t
+    return u * eye[i] + t * eye[i + 1] + h**2 / 6.0 * ((u**3 - u) * m[i] + (t**3 - t) * m[i + 1])
+
+
 def _check_commensurate(supercell: Supercell, k: np.ndarray) -> None:
     n = np.asarray(k) @ supercell.cell.T / (2.0 * np.pi)
     if not np.allclose(n, np.round(n), atol=1e-6):
@@ -89,10 +128,15 @@ class BlochEnvelope(eqx.Module):
 
     With one anchor the coefficients do not depend on c. With several, each
     anchor a holds coefficients for one depth (normalised condition c₀ = x_a),
-    and a(G; c) interpolates them linearly in c₀ (clamped to the anchors'
-    range): Bloch orbitals that follow the moiré depth. Initialised from the
-    non-interacting Bloch orbitals at the anchor depths, this makes the
-    non-interacting ground state of every depth representable from the start.
+    and a(G; c) interpolates them in c₀ (clamped to the anchors' range): Bloch
+    orbitals that follow the moiré depth. Initialised from the non-interacting
+    Bloch orbitals at the anchor depths, this makes the non-interacting ground
+    state of every depth representable from the start.
+
+    ``interpolation``: "smooth" (default), the natural cubic spline through the
+    anchors: C² in c₀, so ψ(V) has no kink at the anchors, where the
+    transition finder looks for a change of slope; "linear", piecewise-linear
+    hats (runs made before the spline; a kink at every interior anchor).
     """
 
     coefficients_re: Float[Array, "A K n_orb n_G"]
@@ -100,6 +144,7 @@ class BlochEnvelope(eqx.Module):
     momenta: tuple[tuple[float, ...], ...] = eqx.field(static=True)
     basis: tuple[tuple[float, ...], ...] = eqx.field(static=True)
     anchors: tuple[float, ...] = eqx.field(static=True)
+    interpolation: str = eqx.field(static=True)
 
     def __init__(
         self,
@@ -108,7 +153,10 @@ class BlochEnvelope(eqx.Module):
         coefficients: Complex[np.ndarray, "A n_orb n_G"] | Complex[np.ndarray, "n_orb n_G"],
         determinants: int,
         anchors: tuple[float, ...] = (0.0,),
+        interpolation: str = "smooth",
     ):
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"envelope interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
         coefficients = np.asarray(coefficients, dtype=np.complex128)
         if coefficients.ndim == 2:
             coefficients = coefficients[None]
@@ -121,6 +169,7 @@ class BlochEnvelope(eqx.Module):
         self.momenta = static_matrix(momenta)
         self.basis = static_matrix(basis)
         self.anchors = tuple(float(x) for x in anchors)
+        self.interpolation = interpolation
 
     @property
     def k(self) -> Float[np.ndarray, "n_orb 2"]:
@@ -131,12 +180,14 @@ class BlochEnvelope(eqx.Module):
         return np.asarray(self.basis, dtype=np.float64).reshape(-1, 2)
 
     def anchor_weights(self, c0: Float[Array, ""]) -> Float[Array, " A"]:
-        """Piecewise-linear (hat) interpolation weights of the anchors at normalised c₀."""
+        """Interpolation weights of the anchors at normalised c₀ (they sum to 1; weight a is 1 at anchor a)."""
         x = np.asarray(self.anchors)
         if len(x) == 1:
             return jnp.ones(1)
         c0 = jnp.clip(c0, x[0], x[-1])
-        return jnp.stack([jnp.interp(c0, x, np.eye(len(x))[a]) for a in range(len(x))])
+        if self.interpolation == "linear":
+            return jnp.stack([jnp.interp(c0, x, np.eye(len(x))[a]) for a in range(len(x))])
+        return natural_spline_weights(x, c0)
 
     def mixed_coefficients(self, c0: Float[Array, ""] | None = None) -> Complex[Array, "K n_orb n_G"]:
         """a^k_j(G; c₀): the anchors' coefficients interpolated at normalised depth c₀."""
@@ -223,6 +274,7 @@ class GeneralisedOrbitals(eqx.Module):
         envelope_shells: int = 2,
         orbitals: BlochOrbitals | tuple[BlochOrbitals, BlochOrbitals] | None = None,
         anchors: tuple[float, ...] = (0.0,),
+        interpolation: str = "smooth",
         dtype=jnp.float64,
         key: PRNGKeyArray,
     ):
@@ -238,7 +290,7 @@ class GeneralisedOrbitals(eqx.Module):
         keys = split(key, len(spins))
         blocks = []
         for (n_s, orbs), k in zip(spins, keys):
-            envelope = _initial_envelope(supercell, n_s, determinants, envelope_shells, orbs, anchors)
+            envelope = _initial_envelope(supercell, n_s, determinants, envelope_shells, orbs, anchors, interpolation)
             blocks.append(SpinOrbitals(width, envelope, dtype=dtype, key=k))
         self.blocks = tuple(blocks)
 
@@ -270,6 +322,7 @@ def _initial_envelope(
     envelope_shells: int,
     orbitals: BlochOrbitals | Sequence[BlochOrbitals] | None,
     anchors: tuple[float, ...] = (0.0,),
+    interpolation: str = "smooth",
 ) -> BlochEnvelope:
     """Free-electron plane waves (default) or the first n_s of the given Bloch orbitals (per anchor)."""
     if orbitals is None:
@@ -298,4 +351,4 @@ def _initial_envelope(
     # Scale so the largest envelope amplitude is O(1), whatever the orbitals' normalisation.
     coefficients = coefficients / np.max(np.sum(np.abs(coefficients), axis=-1))
     _check_commensurate(supercell, k[:n_s])
-    return BlochEnvelope(k[:n_s], basis, coefficients, determinants, tuple(anchors))
+    return BlochEnvelope(k[:n_s], basis, coefficients, determinants, tuple(anchors), interpolation)

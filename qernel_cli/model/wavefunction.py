@@ -83,6 +83,7 @@ class Wavefunction(eqx.Module):
         envelope_shells: int = 2,
         orbitals: BlochOrbitals | tuple[BlochOrbitals, BlochOrbitals] | None = None,
         envelope_anchors: Sequence[float] = (0.0,),
+        envelope_interpolation: str = "smooth",
         pair_jastrow_qmax: float = 0.0,
         dtype: str = "float64",
         key: PRNGKeyArray,
@@ -109,6 +110,8 @@ class Wavefunction(eqx.Module):
                 set per anchor (see ``envelope_anchors``).
             envelope_anchors: normalised depths c₀ = (v − centre)/scale of the
                 anchors (one entry: envelopes independent of c).
+            envelope_interpolation: "smooth" (natural cubic spline in c₀) or
+                "linear" between the anchors (see ``BlochEnvelope``).
             pair_jastrow_qmax: cutoff (units of |g|) of the c-conditioned
                 plane-wave pair Jastrow (0: none); see ``model.pair_jastrow``.
             dtype: "float32" or "float64" for the trunk.
@@ -149,6 +152,7 @@ class Wavefunction(eqx.Module):
             envelope_shells=envelope_shells,
             orbitals=orbitals,
             anchors=tuple(envelope_anchors),
+            interpolation=envelope_interpolation,
             dtype=real,
             key=k_orb,
         )
@@ -346,6 +350,7 @@ def make_wavefunction(
         envelope_shells=envelope_shells,
         orbitals=orbitals,
         envelope_anchors=anchors,
+        envelope_interpolation=m.envelope_interpolation,
         dtype=m.dtype,
         key=key,
     )
