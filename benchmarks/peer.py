@@ -46,6 +46,20 @@ PRESET_FOR_N = {6: ("moire-tiny", 3), 24: ("moire24", 6), 54: ("moire54", 9)}
 """Spin-polarised ν = 2/3 systems that both codes run: N → (QERNEL preset, L of the L × L supercell)."""
 
 
+def peer_command(harness: Path, *, cells: int, nup: int, depth: float, walkers: int, sweeps: int, burn_in: int,
+                 iterations: int, save: Path, extra: tuple[str, ...] = ()) -> list[str]:
+    """The command line that runs the peer through the harness's ``run_pw.py`` in its own venv (``$PEER_HOME``)."""
+    home = Path(os.environ.get("PEER_HOME", Path.home() / ".cache" / "qernel-peer"))
+    return [str(home / "venv" / "bin" / "python"), str(harness / "run_pw.py"),
+            "--cells", str(cells), "--nup", str(nup), "--V", f"{depth:g}", "--batch", str(walkers),
+            "--iterations", str(iterations), "--mcmc-steps", str(sweeps), "--burn-in", str(burn_in),
+            "--save-path", str(save), *extra]
+
+
+PEER_ENV = {"JAX_PLATFORMS": "cpu"}
+"""Added to the environment of every peer process (the peer runs on the CPU, as measured)."""
+
+
 def run_peer(harness: Path, cases: list[int], walkers: int, sweeps: int, iters: int, warmup: int) -> dict:
     """``timing.sh`` of the shared harness for the given N; its JSON."""
     env = {
@@ -89,7 +103,6 @@ def run_peer_components(
       KFAC's curvature statistics and update) = t_kfac − t_eval, with t_kfac
       from ``timing.sh`` (see :func:`compare_components`).
     """
-    home = Path(os.environ.get("PEER_HOME", Path.home() / ".cache" / "qernel-peer"))
     out: dict = {"method": "run_pw.py --optimizer none at two sweep counts; differences of median iteration times",
                  "walkers": walkers, "sweeps": sweeps, "more_sweeps": more_sweeps, "warmup_iters": warmup,
                  "timed_iters": iters, "cases": []}
@@ -98,11 +111,9 @@ def run_peer_components(
             entry: dict = {"N": n}
             for key, count in (("eval_s", sweeps), ("eval_more_sweeps_s", more_sweeps)):
                 save = Path(tmp) / f"N{n}_{count}"
-                cmd = [str(home / "venv" / "bin" / "python"), str(harness / "run_pw.py"),
-                       "--cells", str(PRESET_FOR_N[n][1]), "--nup", str(n), "--V", "15", "--batch", str(walkers),
-                       "--iterations", str(warmup + iters), "--mcmc-steps", str(count), "--burn-in", "10",
-                       "--optimizer", "none", "--save-path", str(save)]
-                done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, check=False)
+                cmd = peer_command(harness, cells=PRESET_FOR_N[n][1], nup=n, depth=15, walkers=walkers, sweeps=count, burn_in=10,
+                                   iterations=warmup + iters, save=save, extra=("--optimizer", "none"))
+                done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **PEER_ENV}, check=False)
                 if done.returncode != 0:
                     raise SystemExit(f"peer evaluation run failed ({done.returncode}): {done.stdout[-1000:]}{done.stderr[-1000:]}")
                 entry[key], entry["timed_iters"] = _peer_iteration_s(save / "trace.tsv", warmup)

@@ -43,6 +43,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from peer import PEER_ENV, peer_command  # noqa: E402
+
 N_ELECTRONS = 6
 CELLS = 3
 WALKERS = 256
@@ -63,19 +67,13 @@ def run_peer_leg(harness: Path, work: Path, depth: float, minutes: float, seed: 
     out = work / f"peer_V{depth:g}"
     if (out / "done.json").exists():
         return
-    home = Path(os.environ.get("PEER_HOME", Path.home() / ".cache" / "qernel-peer"))
-    cmd = [
-        str(home / "venv" / "bin" / "python"), str(harness / "run_pw.py"),
-        "--cells", str(CELLS), "--nup", str(N_ELECTRONS), "--V", f"{depth:g}",
-        "--batch", str(WALKERS), "--mcmc-steps", str(SWEEPS), "--burn-in", str(BURN_IN),
-        "--iterations", "10000000", "--walltime", f"{minutes:g}", "--seed", str(seed),
-        "--save-path", str(out),
-    ]
+    cmd = peer_command(harness, cells=CELLS, nup=N_ELECTRONS, depth=depth, walkers=WALKERS, sweeps=SWEEPS, burn_in=BURN_IN,
+                       iterations=10_000_000, save=out, extra=("--walltime", f"{minutes:g}", "--seed", str(seed)))
     _log(f"peer V = {depth:g} meV for {minutes:g} min")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     with open(out / "run.log", "w") as log:
-        done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "JAX_PLATFORMS": "cpu"}, check=False)
+        done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **PEER_ENV}, check=False)
     if done.returncode != 0:
         raise SystemExit(f"peer run failed ({done.returncode}); see {out / 'run.log'}")
     (out / "done.json").write_text(json.dumps({"launched": t0, "wall_s": time.time() - t0, "cmd": cmd}))

@@ -107,3 +107,13 @@ def test_the_benchmarks_write_their_json_into_new_folders(tmp_path, capsys):
     assert out.read_text().endswith("}\n") and json.loads(out.read_text()) == {"a": 1}
     emit({"b": 2}, None, stdout=False)
     assert capsys.readouterr().out == ""
+
+
+def test_peer_command_runs_the_harness_wrapper_in_the_peer_venv(tmp_path, monkeypatch):
+    monkeypatch.setenv("PEER_HOME", str(tmp_path / "home"))
+    cmd = _load().peer_command(Path("/harness"), cells=6, nup=24, depth=12.5, walkers=256, sweeps=10, burn_in=100,
+                            iterations=35, save=tmp_path / "out", extra=("--optimizer", "none"))
+    assert cmd[:2] == [str(tmp_path / "home" / "venv" / "bin" / "python"), "/harness/run_pw.py"]
+    args = dict(zip(cmd[2::2], cmd[3::2]))
+    assert args == {"--cells": "6", "--nup": "24", "--V": "12.5", "--batch": "256", "--iterations": "35", "--mcmc-steps": "10",
+                    "--burn-in": "100", "--save-path": str(tmp_path / "out"), "--optimizer": "none"}
