@@ -231,10 +231,11 @@ def train(
             overrides.append(f"training.seed={seed}")
         config = resolve(preset, overrides)
     from qernel_cli import run_dir  # (imports zarr)
+    from qernel_cli.processes import joins_other_processes
 
     if resume:
         run_dir.check_resumable(out_dir, steps)
-    elif not _joins_other_processes(num_processes, distributed):  # (the others might already see process 0's new files)
+    elif not joins_other_processes(num_processes, distributed):  # (the others might already see process 0's new files)
         run_dir.check_new(out_dir, force=force)
 
     from qernel_cli import parallel
@@ -277,20 +278,6 @@ def train(
         _print_energies(summary)
     for message in summary.get("warnings", []):
         warning(message)
-
-
-def _joins_other_processes(num_processes: int | None, distributed: bool) -> bool:
-    """Whether `qernel train` may be one of several processes (--num-processes > 1, JAX_NUM_PROCESSES > 1 or --distributed)."""
-    import os
-
-    if distributed:
-        return True
-    if num_processes is None:
-        try:
-            num_processes = int(os.environ.get("JAX_NUM_PROCESSES") or 1)
-        except ValueError:
-            return True  # qernel_cli.parallel reports it
-    return num_processes > 1
 
 
 def _phase_lines(quiet: bool) -> Callable[[str], None] | None:

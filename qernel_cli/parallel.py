@@ -25,46 +25,11 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from qernel_cli.errors import QernelError
+from qernel_cli.errors import QernelError  # noqa: F401  (re-exported)
+from qernel_cli.processes import Distributed, ParallelError  # noqa: F401  (re-exported)
 
 AXIS = "walkers"
 """Name of the mesh axis over which walkers are split."""
-
-
-class ParallelError(QernelError):
-    """Devices or processes cannot be set up as asked."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Distributed:
-    """How to join a multi-process run (all None: a single process)."""
-
-    coordinator: str | None = None
-    num_processes: int | None = None
-    process_id: int | None = None
-
-    @classmethod
-    def from_env(cls, coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> "Distributed":
-        """Fill what the options leave open from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID."""
-
-        def env_int(name: str) -> int | None:
-            value = os.environ.get(name)
-            if value is None or value == "":
-                return None
-            try:
-                return int(value)
-            except ValueError:
-                raise ParallelError(f"{name}={value!r} is not an integer") from None
-
-        return cls(
-            coordinator=coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS") or None,
-            num_processes=num_processes if num_processes is not None else env_int("JAX_NUM_PROCESSES"),
-            process_id=process_id if process_id is not None else env_int("JAX_PROCESS_ID"),
-        )
-
-    @property
-    def requested(self) -> bool:
-        return self.num_processes is not None and self.num_processes > 1
 
 
 def initialize(distributed: Distributed, *, auto: bool = False) -> None:

@@ -130,3 +130,15 @@ def test_two_processes_on_loopback_train_together(tmp_path: Path, tiny_run_args)
     fingerprints = [line.split()[-1] for _, err in outputs for line in err.splitlines() if line.startswith("parameter fingerprint")]
     assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1] == summary["parameter_fingerprint"]
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "config.toml", "summary.json", "train.zarr"]
+
+
+def test_whether_a_run_may_span_several_processes_is_read_without_jax(monkeypatch):
+    from qernel_cli.processes import joins_other_processes
+
+    monkeypatch.delenv("JAX_NUM_PROCESSES", raising=False)
+    assert not joins_other_processes(None, False) and not joins_other_processes(1, False)
+    assert joins_other_processes(2, False) and joins_other_processes(None, True)
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "4")
+    assert joins_other_processes(None, False) and not joins_other_processes(1, False)  # the option wins
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "four")
+    assert joins_other_processes(None, False)  # unreadable: counted as several, reported when JAX starts
