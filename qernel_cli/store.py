@@ -35,7 +35,15 @@ STORE_FORMAT = "qernel-store/1"
 
 
 class StoreError(QernelError):
-    """A store is missing, corrupt, or was written by an incompatible version."""
+    """A store is missing, corrupt, or was written by an incompatible version.
+
+    ``reason``: the cause alone (e.g. "disk full"), for callers that name the
+    store themselves; the whole message unless given.
+    """
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = message if reason is None else reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,9 +86,7 @@ def create(path: Path, variables: dict[str, Variable], sizes: dict[str, int], at
             _create_array(group, name, var, sizes, 0)
         consolidate(group)
     except OSError as error:
-        failure = StoreError(f"cannot create store {path}: {os_reason(error)}")
-        failure.reason = os_reason(error)
-        raise failure from None
+        raise StoreError(f"cannot create store {path}: {os_reason(error)}", reason=os_reason(error)) from None
     return group
 
 
@@ -183,9 +189,7 @@ def location(group: zarr.Group) -> str:
 
 
 def _write_error(group: zarr.Group, error: OSError) -> StoreError:
-    failure = StoreError(f"cannot write to store {location(group)}: {os_reason(error)}")
-    failure.reason = os_reason(error)
-    return failure
+    return StoreError(f"cannot write to store {location(group)}: {os_reason(error)}", reason=os_reason(error))
 
 
 def check_intact(group: zarr.Group, dim: str, complete: tuple[str, ...] = ()) -> None:

@@ -37,7 +37,7 @@ A log ψ that depends on the Hamiltonian parameters c is closed over them
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Callable, Literal, Protocol, runtime_checkable
 
 import equinox as eqx
 import jax
@@ -50,6 +50,17 @@ from qernel_cli.hamiltonian.potential import total_moire_potential
 __all__ = ["LocalEnergy", "kinetic_energy", "laplacian_and_gradient", "local_energy", "local_energy_batch"]
 
 LogPsi = Callable[[Float[Array, "N 2"]], Num[Array, ""]]
+
+
+@runtime_checkable
+class LogPsiWithLaplacian(Protocol):
+    """A log ψ of positions (N, 2) a_M that brings its own forward Laplacian (e.g. ``Wavefunction.at(c)``)."""
+
+    def __call__(self, positions: Float[Array, "N 2"]) -> Num[Array, ""]: ...
+
+    def forward_laplacian(
+        self, positions: Float[Array, "N 2"], sparsity_threshold: float = 0
+    ) -> tuple[Num[Array, ""], Num[Array, "N 2"]]: ...
 Method = Literal["forward", "folx", "hessian"]
 
 
@@ -112,7 +123,7 @@ def laplacian_and_gradient(
         sparsity_threshold: folx's sparsity propagation threshold (0: dense
             Jacobians; folx suggests ~0.6 when enabling). Not for "hessian".
     """
-    if method == "forward" and hasattr(log_psi, "forward_laplacian"):
+    if method == "forward" and isinstance(log_psi, LogPsiWithLaplacian):
         return log_psi.forward_laplacian(positions, sparsity_threshold)
     if method in ("forward", "folx"):
         return _forward_laplacian(log_psi, positions, sparsity_threshold)

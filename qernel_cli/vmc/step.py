@@ -25,6 +25,7 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 from qernel_cli.hamiltonian.ewald import EwaldSum
 from qernel_cli.hamiltonian.local_energy import LocalEnergy, local_energy
 from qernel_cli.lattice import Supercell
+from qernel_cli.model.wavefunction import Wavefunction
 from qernel_cli.parallel import AXIS, walker_spec
 from qernel_cli.vmc import spring
 from qernel_cli.vmc.family import stratified_depths
@@ -119,7 +120,7 @@ def _map_walkers(fn: Callable, positions: Array, conditions: Array, chunk: int) 
 
 
 def local_energies(
-    model: Callable, walkers: Walkers, physics: Physics, ewald: EwaldSum | None, chunk: int = 0, sparsity: float = 0.0
+    model: Wavefunction, walkers: Walkers, physics: Physics, ewald: EwaldSum | None, chunk: int = 0, sparsity: float = 0.0
 ) -> LocalEnergy:
     """Local energy components of every walker, shape (groups, walkers_per_group), units E_M.
 
@@ -128,7 +129,7 @@ def local_energies(
 
     def one(x, c):
         return local_energy(
-            model.at(c) if hasattr(model, "at") else (lambda y: model(y, c)),
+            model.at(c),  # log ψ at fixed conditions, with its own forward Laplacian
             x,
             v=c[0],
             phi_deg=physics.phi_deg,

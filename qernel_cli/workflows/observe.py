@@ -256,7 +256,7 @@ def write_observables(path: Path, results: list[DepthObservables], supercell: Su
         store.append_rows(group, rows)
     except (OSError, store.StoreError) as error:
         shutil.rmtree(tmp, ignore_errors=True)
-        reason = os_reason(error) if isinstance(error, OSError) else getattr(error, "reason", str(error))
+        reason = os_reason(error) if isinstance(error, OSError) else error.reason
         raise store.StoreError(f"cannot write observables to {path}: {reason}") from None
     old = path.with_name(path.name + ".old")
     try:
