@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 ERROR_PREFIX = "qernel: error:"
 PROGRESS_LINE = re.compile(r"^(\[\d\d:\d\d:\d\d\] |(pre-train|VMC|sample|phase diagram) \d+)")
@@ -20,6 +22,23 @@ tiny `qernel train` compiles in ~60 % of the time (36 s instead of 58 s cold,
 2-core CPU) and runs its steps ~1.3× slower, with bit-identical results.
 Long physics runs that compute more than they compile drop it (``xla_flags(fast_compile=False)``).
 """
+
+
+def load_script(path: Path) -> ModuleType:
+    """A script of the repository (a benchmark, a docs generator) imported as a module.
+
+    Its folder goes on ``sys.path`` (scripts import their neighbours) and the
+    module is registered in ``sys.modules`` (dataclasses look their module up there).
+    """
+    path = Path(path).resolve()
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    name = f"{path.parent.name}_{path.stem}_script"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def xla_flags(devices: int | None = None, fast_compile: bool = True) -> str:

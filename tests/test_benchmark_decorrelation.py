@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from qernel_cli.config import resolve
 from qernel_cli.run_dir import CHECKPOINT_FILE, CONFIG_FILE, stored_config
 
+from clitools import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "decorrelation.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("decorrelation_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def test_copies_of_the_run_differ_only_in_the_hops(tmp_path):

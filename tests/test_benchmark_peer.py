@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,14 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from clitools import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "peer.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("peer_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 PEER = {  # the shape of ../shared/peer/timing.sh's JSON

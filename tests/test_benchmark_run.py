@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -10,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from clitools import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 
@@ -84,13 +85,7 @@ def test_benchmark_run_json(tmp_path):
 
 
 def test_fit_exponent_and_walkers_option():
-    spec = importlib.util.spec_from_file_location("benchmarks_run", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(bench)
-    finally:
-        del sys.modules[spec.name]
+    bench = load_script(SCRIPT)
     assert math.isclose(bench.fit_exponent([(24, 2.0 * 24**1.5), (54, 2.0 * 54**1.5), (96, 2.0 * 96**1.5)]), 1.5)
     assert bench.fit_exponent([(24, 1.0)]) is None
     assert bench._walkers_for(["moire150=8", "moire96=2"]) == {"moire150": 8, "moire96": 2}

@@ -6,7 +6,6 @@ the crossing times have closed forms.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,16 +14,15 @@ import numpy as np
 import pytest
 import zarr
 
+from clitools import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "time_to_energy.py"
 WINDOW = 20.0
 HORIZON_MINUTES = 2.0
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("time_to_energy_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def _work(tmp_path: Path) -> Path:

@@ -9,28 +9,24 @@ file. The slow test runs all of them in order in a temporary directory.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
 import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from zarrtools import open_zarr
 
+from clitools import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "docs" / "make_tutorial_images.py"
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("make_tutorial_images", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 tutorial = _load_script()
