@@ -17,16 +17,13 @@ checkpoint) are agreed between processes.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from qernel_cli.errors import QernelError  # noqa: F401  (re-exported)
-from qernel_cli.processes import Distributed, ParallelError  # noqa: F401  (re-exported)
+from qernel_cli.processes import Distributed, ParallelError
 
 AXIS = "walkers"
 """Name of the mesh axis over which walkers are split."""

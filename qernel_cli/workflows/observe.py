@@ -72,14 +72,19 @@ class DepthObservables:
     site_order: Any
 
 
+def _unconverged(results: list[DepthObservables]) -> list[DepthObservables]:
+    """The depths whose total-energy blocking did not converge (records too few for the autocorrelation time)."""
+    return [r for r in results if not r.energies["energy"].converged]
+
+
 def unconverged_depths(results: list[DepthObservables]) -> list[float]:
-    """Depths whose total-energy blocking did not converge (records too few for the autocorrelation time)."""
-    return [r.depth for r in results if not r.energies["energy"].converged]
+    """Depths (meV) whose total-energy blocking did not converge."""
+    return [r.depth for r in _unconverged(results)]
 
 
 def blocking_warning(results: list[DepthObservables]) -> str | None:
     """One line for the depths whose energy blocking did not converge, naming the fix; None if there are none."""
-    bad = [r for r in results if not r.energies["energy"].converged]
+    bad = _unconverged(results)
     if not bad:
         return None
     depths = ", ".join(f"{r.depth:g}" for r in bad)
