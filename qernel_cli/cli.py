@@ -1,4 +1,4 @@
-"""The ``qernel`` command line: train, sample, observe, phasediagram, presets, info."""
+"""The ``qernel`` command line: train, sample, observe, phasediagram, exact, presets, info."""
 
 from __future__ import annotations
 
@@ -517,6 +517,66 @@ def phasediagram(
     else:
         out.print("no transition found in this range of depths")
     out.print(f"plots and stores in {summary['out_dir']}")
+
+
+@app.command()
+@user_errors
+def exact(
+    preset: PresetOption = "moire-tiny",
+    set_: SetOption = None,
+    depths: Annotated[Optional[str], typer.Option(help="Depths in meV: START:STOP:COUNT (inclusive) or a list 5,10,20 (default: hamiltonian.V_min_meV and V_max_meV).")] = None,
+    bands: Annotated[int, typer.Option(help="Largest number of bands per momentum; the sweep starts from the fewest that hold the electrons.", min=1)] = 3,
+    shells: Annotated[Optional[int], typer.Option(help="Plane-wave cutoff of the bands, |G| ≤ shells·|b| (default: converged per depth).", min=1)] = None,
+    max_memory: Annotated[Optional[float], typer.Option(help="Refuse a basis whose estimated memory exceeds this many GiB (default: 3/4 of this machine's memory).", min=0.0)] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    out_file: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the JSON to this file (refused if it exists).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress lines.")] = False,
+):
+    """Exact ground-state energies of a few electrons (band basis, Lanczos, every momentum sector): variational bounds and their extrapolation."""
+    import json
+
+    from qernel_cli.config import resolve
+    from qernel_cli.workflows.exact import ExactError, exact_energies, physical_memory_bytes, plan
+    from qernel_cli.workflows.requests import check_depths, parse_depths
+
+    c = resolve(preset, set_ or [])
+    if depths is None:
+        grid = sorted({c.hamiltonian.V_min_meV, c.hamiltonian.V_max_meV})
+    else:
+        grid = [float(v) for v in check_depths(list(parse_depths(depths)), c)]
+    if out_file is not None and out_file.exists():
+        raise ExactError(f"{out_file} exists; choose another --out (nothing was overwritten)")
+    limit = max_memory if max_memory is not None else 0.75 * physical_memory_bytes() / 2**30
+    line = plan(c, bands, limit)
+    if not quiet:
+        err.print(f"exact: {escape(line)}", soft_wrap=True, highlight=False)
+    result = exact_energies(c, grid, bands, shells, progress=None if quiet else lambda m: err.print(escape(m), soft_wrap=True, highlight=False))
+    result["preset"] = preset
+    text = json.dumps(result, indent=2) + "\n"
+    if out_file is not None:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(text)
+    if json_:
+        sys.stdout.write(text)
+        return
+    rows = []
+    for d in result["depths"]:
+        last = d["bands"][-1]
+        x = d["extrapolated_per_electron_meV"]
+        rows.append((
+            f"{d['V_meV']:g}",
+            " ".join(f"{b['energy_per_electron_meV']:.4f}" for b in d["bands"]),
+            "—" if x is None else f"{x:.4f} ± {d['extrapolation_error_meV']:.4f}",
+            f"{last['kinetic_per_electron_meV']:.4f}",
+            f"{last['moire_per_electron_meV']:.4f}",
+            f"{last['interaction_per_electron_meV']:.4f}",
+            "({},{})".format(*last["momentum"]),
+            f"{last['states']:,}",
+        ))
+    bands_label = ", ".join(str(b["n_bands"]) for b in result["depths"][0]["bands"])
+    columns = ("V (meV)", f"E/N bound, {bands_label} bands", "E/N extrapolated", "kinetic", "moiré", "interaction", "momentum", "states")
+    n = c.n_electrons
+    tables.show(out, f"exact ground state, N = {n} on {c.supercell.L1}×{c.supercell.L2} (per electron, meV)", columns, rows)
 
 
 def main() -> None:

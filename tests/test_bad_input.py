@@ -250,6 +250,17 @@ def _(d, run, samples):
     return ["sample", str(other), "--depth", "10", "--out", str(target), "--walkers", "4", "--records", "2"], [target]
 
 
+simple("exact-too-big", ["exact", "--bands", "9", "--depths", "25", "--max-memory", "1"], "need ≈72.8 GiB (36,060,025 states per momentum sector), more than --max-memory 1.0 GiB")
+simple("exact-too-few-bands", ["exact", "--set", "supercell.L1=2", "--set", "supercell.L2=1", "--set", "electrons.filling=3/2", "--set", "electrons.n_up=3", "--bands", "1"], "--bands 1 holds 2 orbitals per spin, fewer than the 3 electrons; use --bands 2")
+
+
+@case("exact-out-exists", "exists; choose another --out (nothing was overwritten)")
+def _(d, run, samples):
+    target = d / "exact.json"
+    target.write_text("{}")
+    return ["exact", "--bands", "1", "--out", str(target)], [target]
+
+
 # ---------------------------------------------------------------------------------
 
 

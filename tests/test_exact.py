@@ -177,3 +177,35 @@ def test_interaction_of_a_determinant_equals_the_position_space_ewald_average():
     assert np.real(second_quantised) == pytest.approx(mean, abs=4 * error)
     assert abs(np.imag(second_quantised)) < 1e-12
     assert error < 0.01 * abs(mean - cm.constant(n))  # the test resolves the pair part
+
+
+def test_extrapolation_is_geometric_and_never_tighter_than_its_tail():
+    from qernel_cli.exact.band_sweep import extrapolate
+
+    exact, bounds = -10.0, [-10.0 + 0.5**n for n in range(1, 6)]
+    x = extrapolate(bounds)
+    assert x.energy == pytest.approx(exact)
+    assert x.error == pytest.approx(bounds[-1] - exact)
+    assert extrapolate(bounds[:2]).energy is None
+    assert extrapolate([-1.0, -1.1, -1.3]).energy is None  # accelerating: no extrapolation
+
+
+def test_qernel_exact_json_and_table(tmp_path):
+    import json
+
+    from qernel_cli.workflows.exact import exact_energies
+    from qernel_cli.config import resolve
+
+    c = resolve("moire-tiny", ["supercell.L1=2", "supercell.L2=1", "electrons.n_up=2", "electrons.filling=1"])
+    result = exact_energies(c, [5.0, 20.0], max_bands=3)
+    json.dumps(result)  # serialisable
+    for d in result["depths"]:
+        bounds = [b["energy_per_electron_meV"] for b in d["bands"]]
+        assert [b["n_bands"] for b in d["bands"]] == [1, 2, 3]
+        assert all(x >= y - 1e-9 for x, y in zip(bounds, bounds[1:]))  # nested bases: bounds decrease
+        last = d["bands"][-1]
+        parts = last["kinetic_per_electron_meV"] + last["moire_per_electron_meV"] + last["interaction_per_electron_meV"]
+        assert parts == pytest.approx(last["energy_per_electron_meV"], abs=1e-9)
+        assert min(last["sector_energies_per_electron_meV"].values()) == pytest.approx(last["energy_per_electron_meV"])
+    # a deeper moiré potential lowers the moiré energy
+    assert result["depths"][1]["bands"][-1]["moire_per_electron_meV"] < result["depths"][0]["bands"][-1]["moire_per_electron_meV"]
