@@ -78,6 +78,10 @@ class ModelConfig:
     ``envelope_interpolation``: "smooth" (natural cubic spline in V: no kink
     at the anchors) or "linear" (piecewise linear, as in runs made before the
     spline; their stored configs lack the key and are read as "linear");
+    ``envelope_momenta``: "fixed" (orbital j keeps the Bloch momentum k_j of its
+    initial envelope, so ψ has the total crystal momentum of that filling) or
+    "free" (envelopes on every supercell momentum: ψ may take any total
+    momentum or break the translations, as a crystal does);
     ``pair_jastrow_qmax``: cutoff (units of the shortest moiré reciprocal vector
     |g|) of the c-conditioned plane-wave pair Jastrow (0: off).
     """
@@ -96,6 +100,7 @@ class ModelConfig:
     envelope_shells: int = 3
     envelope_anchors: int = 3
     envelope_interpolation: Literal["smooth", "linear"] = "smooth"
+    envelope_momenta: Literal["fixed", "free"] = "fixed"
     pair_jastrow_qmax: float = 0.0
     dtype: Literal["float32", "float64"] = "float64"
 

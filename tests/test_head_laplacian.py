@@ -59,6 +59,10 @@ def _models():
             _model(polarised, 4, 0, seed=4, orbitals=(anchors, None), envelope_anchors=positions),
         ),
         "spin-down only block": (spinful, _model(spinful, 0, 3, seed=5, determinants=2)),
+        "free envelope momenta": (
+            polarised,
+            _model(polarised, 4, 0, seed=6, orbitals=(anchors, None), envelope_anchors=positions, envelope_momenta="free"),
+        ),
     }
 
 

@@ -275,6 +275,7 @@ class GeneralisedOrbitals(eqx.Module):
         orbitals: BlochOrbitals | tuple[BlochOrbitals, BlochOrbitals] | None = None,
         anchors: tuple[float, ...] = (0.0,),
         interpolation: str = "smooth",
+        free_momenta: bool = False,
         dtype=jnp.float64,
         key: PRNGKeyArray,
     ):
@@ -290,7 +291,7 @@ class GeneralisedOrbitals(eqx.Module):
         keys = split(key, len(spins))
         blocks = []
         for (n_s, orbs), k in zip(spins, keys):
-            envelope = _initial_envelope(supercell, n_s, determinants, envelope_shells, orbs, anchors, interpolation)
+            envelope = _initial_envelope(supercell, n_s, determinants, envelope_shells, orbs, anchors, interpolation, free_momenta)
             blocks.append(SpinOrbitals(width, envelope, dtype=dtype, key=k))
         self.blocks = tuple(blocks)
 
@@ -323,8 +324,13 @@ def _initial_envelope(
     orbitals: BlochOrbitals | Sequence[BlochOrbitals] | None,
     anchors: tuple[float, ...] = (0.0,),
     interpolation: str = "smooth",
+    free_momenta: bool = False,
 ) -> BlochEnvelope:
-    """Free-electron plane waves (default) or the first n_s of the given Bloch orbitals (per anchor)."""
+    """Free-electron plane waves (default) or the first n_s of the given Bloch orbitals (per anchor).
+
+    ``free_momenta``: the same initial envelopes written on every supercell
+    momentum (:func:`free_momentum_basis`), so training can mix momenta.
+    """
     if orbitals is None:
         k, G_occ = lowest_plane_waves(supercell, n_s)
         basis = plane_wave_basis(envelope_shells)
@@ -334,6 +340,8 @@ def _initial_envelope(
         match = np.all(np.isclose(basis[None, :, :], G_occ[:, None, :], atol=1e-8), axis=-1)
         coefficients = match.astype(np.complex128)  # a_j(G) = δ_{G, G_j}
         _check_commensurate(supercell, k)
+        if free_momenta:
+            k, basis, coefficients = free_momentum_basis(supercell, k, basis, coefficients)
         return BlochEnvelope(k, basis, coefficients, determinants)
     per_anchor = list(orbitals) if isinstance(orbitals, (tuple, list)) else [orbitals]
     if len(per_anchor) != len(anchors):
@@ -350,5 +358,34 @@ def _initial_envelope(
     coefficients = np.stack(stacked)
     # Scale so the largest envelope amplitude is O(1), whatever the orbitals' normalisation.
     coefficients = coefficients / np.max(np.sum(np.abs(coefficients), axis=-1))
-    _check_commensurate(supercell, k[:n_s])
-    return BlochEnvelope(k[:n_s], basis, coefficients, determinants, tuple(anchors), interpolation)
+    k = k[:n_s]
+    _check_commensurate(supercell, k)
+    if free_momenta:
+        k, basis, coefficients = free_momentum_basis(supercell, k, basis, coefficients)
+    return BlochEnvelope(k, basis, coefficients, determinants, tuple(anchors), interpolation)
+
+
+def free_momentum_basis(
+    supercell: Supercell,
+    k: Float[np.ndarray, "n 2"],
+    basis: Float[np.ndarray, "n_G 2"],
+    coefficients: Complex[np.ndarray, "... n n_G"],
+) -> tuple[Float[np.ndarray, "n 2"], Float[np.ndarray, "n_q 2"], Complex[np.ndarray, "... n n_q"]]:
+    """Envelopes Σ_G a_j(G) e^{i(k_j+G)·r} rewritten as Σ_q a_j(q) e^{iq·r} over q = k' + G for every supercell momentum k'.
+
+    Returns (zero momenta, the n_k·n_G vectors q, coefficients placed at
+    q = k_j + G and zero elsewhere): the same functions, but each envelope may
+    now acquire any crystal momentum, so ψ is no longer confined to the total
+    momentum Σ_j k_j of its initial filling (a crystal that breaks the
+    translations needs several).
+    """
+    kgrid = supercell.kgrid()
+    q = (kgrid[:, None, :] + basis[None, :, :]).reshape(-1, 2)
+    to_integer = np.linalg.inv(supercell.reciprocal)
+    index = {tuple(x): i for i, x in enumerate(np.round(q @ to_integer).astype(np.int64))}
+    targets = np.round((k[:, None, :] + basis[None, :, :]) @ to_integer).astype(np.int64)  # (n, n_G, 2)
+    columns = np.array([[index[tuple(x)] for x in row] for row in targets])  # (n, n_G)
+    out = np.zeros((*coefficients.shape[:-1], len(q)), np.complex128)
+    rows = np.arange(len(k))[:, None]
+    out[..., rows, columns] = coefficients
+    return np.zeros_like(k), q, out

@@ -84,6 +84,7 @@ class Wavefunction(eqx.Module):
         orbitals: BlochOrbitals | tuple[BlochOrbitals, BlochOrbitals] | None = None,
         envelope_anchors: Sequence[float] = (0.0,),
         envelope_interpolation: str = "smooth",
+        envelope_momenta: str = "fixed",
         pair_jastrow_qmax: float = 0.0,
         dtype: str = "float64",
         key: PRNGKeyArray,
@@ -153,6 +154,7 @@ class Wavefunction(eqx.Module):
             orbitals=orbitals,
             anchors=tuple(envelope_anchors),
             interpolation=envelope_interpolation,
+            free_momenta=envelope_momenta == "free",
             dtype=real,
             key=k_orb,
         )
@@ -351,6 +353,7 @@ def make_wavefunction(
         orbitals=orbitals,
         envelope_anchors=anchors,
         envelope_interpolation=m.envelope_interpolation,
+        envelope_momenta=m.envelope_momenta,
         dtype=m.dtype,
         key=key,
     )
