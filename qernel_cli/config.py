@@ -79,9 +79,11 @@ class ModelConfig:
     at the anchors) or "linear" (piecewise linear, as in runs made before the
     spline; their stored configs lack the key and are read as "linear");
     ``envelope_momenta``: "fixed" (orbital j keeps the Bloch momentum k_j of its
-    initial envelope, so ψ has the total crystal momentum of that filling) or
-    "free" (envelopes on every supercell momentum: ψ may take any total
-    momentum or break the translations, as a crystal does);
+    initial envelope, so ψ keeps the total crystal momentum of that filling) or
+    "mixed" (each envelope is a trained mixture of the lowest
+    ``envelope_bands`` Bloch bands at every supercell momentum: ψ may take
+    another total momentum or break the translations, as a crystal does;
+    ``envelope_bands`` is used only then);
     ``pair_jastrow_qmax``: cutoff (units of the shortest moiré reciprocal vector
     |g|) of the c-conditioned plane-wave pair Jastrow (0: off).
     """
@@ -100,7 +102,8 @@ class ModelConfig:
     envelope_shells: int = 3
     envelope_anchors: int = 3
     envelope_interpolation: Literal["smooth", "linear"] = "smooth"
-    envelope_momenta: Literal["fixed", "free"] = "fixed"
+    envelope_momenta: Literal["fixed", "mixed"] = "fixed"
+    envelope_bands: int = 2
     pair_jastrow_qmax: float = 0.0
     dtype: Literal["float32", "float64"] = "float64"
 
@@ -340,11 +343,18 @@ def validate(config: Config) -> None:
             f"hamiltonian.V_max_meV: need 0 ≤ V_min_meV ≤ V_max_meV, got {ham.V_min_meV!r}..{ham.V_max_meV!r}"
         )
     md = config.model
-    for name in ("layers", "width", "heads", "kv_heads", "mlp_width", "experts", "determinants", "harmonics", "film_hidden", "envelope_shells", "envelope_anchors"):
+    for name in ("layers", "width", "heads", "kv_heads", "mlp_width", "experts", "determinants", "harmonics", "film_hidden", "envelope_shells", "envelope_anchors", "envelope_bands"):
         if getattr(md, name) < 1:
             raise ConfigError(f"model.{name}: must be a positive integer, got {getattr(md, name)!r}")
     if not 0.0 <= md.pair_jastrow_qmax <= 5.0:
         raise ConfigError(f"model.pair_jastrow_qmax: must be between 0 (off) and 5 (units of |g|), got {md.pair_jastrow_qmax!r}")
+    if md.envelope_momenta == "mixed" and md.envelope != "bloch":
+        raise ConfigError('model.envelope_momenta: "mixed" mixes Bloch bands; it needs model.envelope = "bloch"')
+    if md.envelope_momenta == "mixed" and max(config.electrons.n_up, config.electrons.n_down) > md.envelope_bands * config.supercell.L1 * config.supercell.L2:
+        raise ConfigError(
+            f"model.envelope_bands: {md.envelope_bands} band(s) × {config.supercell.L1 * config.supercell.L2} momenta hold fewer "
+            f"states than the {max(config.electrons.n_up, config.electrons.n_down)} electrons of one spin"
+        )
     if md.heads % md.kv_heads:
         raise ConfigError(f"model.kv_heads: must divide model.heads={md.heads}, got {md.kv_heads}")
     if md.width % md.heads:

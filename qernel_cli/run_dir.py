@@ -42,6 +42,9 @@ def stored_config(run_dir: Path, steps: int | None = None) -> Config:
     # Runs stored before model.envelope_interpolation existed interpolated their envelopes linearly.
     if isinstance(data.get("model"), dict) and "envelope_interpolation" not in data["model"]:
         data["model"]["envelope_interpolation"] = "linear"
+    # Runs stored before model.envelope_momenta existed kept each orbital's Bloch momentum.
+    if isinstance(data.get("model"), dict) and "envelope_momenta" not in data["model"]:
+        data["model"]["envelope_momenta"] = "fixed"
     stored = from_dict(data)
     if steps is not None:
         stored = dataclasses.replace(stored, training=dataclasses.replace(stored.training, steps=steps))

@@ -127,3 +127,16 @@ def test_runs_stored_before_the_envelope_spline_keep_linear_envelopes(tmp_path):
     del data["model"]["envelope_interpolation"]
     (tmp_path / CONFIG_FILE).write_text(tomli_w.dumps(data))
     assert stored_config(tmp_path).model.envelope_interpolation == "linear"
+
+
+def test_runs_stored_before_band_mixing_keep_fixed_momenta(tmp_path):
+    """A stored config without model.envelope_momenta was written when every orbital kept its Bloch momentum."""
+    import tomli_w
+
+    from qernel_cli.run_dir import CONFIG_FILE, stored_config
+
+    data = tomllib.loads(resolve("moire-tiny").to_toml())
+    assert data["model"]["envelope_momenta"] == "mixed"
+    del data["model"]["envelope_momenta"]
+    (tmp_path / CONFIG_FILE).write_text(tomli_w.dumps(data))
+    assert stored_config(tmp_path).model.envelope_momenta == "fixed"

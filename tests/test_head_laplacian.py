@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qernel_cli.hamiltonian.bands import follow_orbitals, lowest_orbitals
+from qernel_cli.hamiltonian.bands import follow_orbitals, lowest_orbitals, solve_bands
 from qernel_cli.hamiltonian.local_energy import laplacian_and_gradient, local_energy_batch
 from qernel_cli.lattice import Supercell
 from qernel_cli.model import Wavefunction
@@ -59,9 +59,9 @@ def _models():
             _model(polarised, 4, 0, seed=4, orbitals=(anchors, None), envelope_anchors=positions),
         ),
         "spin-down only block": (spinful, _model(spinful, 0, 3, seed=5, determinants=2)),
-        "free envelope momenta": (
+        "band-mixing envelopes": (
             polarised,
-            _model(polarised, 4, 0, seed=6, orbitals=(anchors, None), envelope_anchors=positions, envelope_momenta="free"),
+            _model(polarised, 4, 0, seed=6, orbitals=(anchors, None), envelope_anchors=positions, band_states=[solve_bands(polarised, v, 45.0, 2, n_shells=2) for v in (0.5, 1.5, 2.5)]),
         ),
     }
 

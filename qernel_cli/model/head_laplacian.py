@@ -44,38 +44,17 @@ from qernel_cli.model.jet import Jet
 from qernel_cli.model.trunk_laplacian import trunk_jet
 
 if TYPE_CHECKING:
-    from qernel_cli.model.orbitals import BlochEnvelope, SpinOrbitals
+    from qernel_cli.model.orbitals import Envelope, SpinOrbitals
     from qernel_cli.model.wavefunction import Wavefunction
 
 __all__ = ["envelope_jet", "head_jet", "log_psi_laplacian"]
 
 
 def envelope_jet(
-    envelope: BlochEnvelope, positions: Float[Array, "m 2"], c0: Float[Array, ""] | None
+    envelope: Envelope, positions: Float[Array, "m 2"], c0: Float[Array, ""] | None
 ) -> tuple[Complex[Array, "K m j"], Complex[Array, "2 K m j"], Complex[Array, "K m j"]]:
-    """(E, ∂E/∂r_i, ∇²_i E) of the envelopes E_kij = e^k_j(r_i), derivatives with respect to the row's own electron.
-
-    e_j(r) = Σ_G a_j(G) e^{i(k_j+G)·r}, so ∂_a e_j = i Σ_G a_j(G)(k_j+G)_a e^{…}
-    and ∇² e_j = −Σ_G a_j(G)|k_j+G|² e^{…}; computed as sums over G weighted by
-    1, G_a and |G|², combined with k_j.
-    """
-    positions = jnp.asarray(positions, dtype=jnp.float64)
-    coefficients = envelope.mixed_coefficients(c0)  # (K, j, G)
-    G, k = envelope.G, envelope.k
-    g_phase = positions @ jnp.asarray(G).T  # (m, G)
-    k_phase = positions @ jnp.asarray(k).T  # (m, j)
-    g_wave = jax.lax.complex(jnp.cos(g_phase), jnp.sin(g_phase))
-    k_wave = jax.lax.complex(jnp.cos(k_phase), jnp.sin(k_phase))
-    # weights over G: 1, G_x, G_y, |G|²
-    weights = np.stack([np.ones(len(G)), G[:, 0], G[:, 1], np.sum(G**2, axis=-1)])  # (4, G)
-    sums = jnp.einsum("kjg,sg,mg->skmj", coefficients, jnp.asarray(weights), g_wave)  # (4, K, m, j)
-    plain, along, squared = sums[0], sums[1:3], sums[3]
-    kj = jnp.asarray(k.T)[:, None, None, :]  # (2, 1, 1, j)
-    value = plain * k_wave
-    gradient = 1j * (kj * plain + along) * k_wave
-    k2 = jnp.asarray(np.sum(k**2, axis=-1))
-    laplacian = -(k2 * plain + 2.0 * jnp.sum(kj * along, axis=0) + squared) * k_wave
-    return value, gradient, laplacian
+    """(E, ∂E/∂r_i, ∇²_i E) of the envelopes E_kij = e^k_j(r_i), derivatives with respect to the row's own electron (the envelope's own rule, ``Envelope.jet``)."""
+    return envelope.jet(positions, c0)
 
 
 def _block_log_det_jet(

@@ -123,6 +123,67 @@ def _check_commensurate(supercell: Supercell, k: np.ndarray) -> None:
         raise ValueError("envelope momenta must lie on the supercell k-grid (k·T_a ∈ 2πZ)")
 
 
+def _anchor_weights(anchors: tuple[float, ...], interpolation: str, c0: Float[Array, ""]) -> Float[Array, " A"]:
+    """Interpolation weights of the anchors at normalised c₀ (they sum to 1; weight a is 1 at anchor a)."""
+    x = np.asarray(anchors)
+    if len(x) == 1:
+        return jnp.ones(1)
+    c0 = jnp.clip(c0, x[0], x[-1])
+    if interpolation == "linear":
+        return jnp.stack([jnp.interp(c0, x, np.eye(len(x))[a]) for a in range(len(x))])
+    return natural_spline_weights(x, c0)
+
+
+def _waves(positions: Float[Array, "n 2"], vectors: Float[np.ndarray, "m 2"]) -> Complex[Array, "n m"]:
+    phase = jnp.asarray(positions, dtype=jnp.float64) @ jnp.asarray(vectors).T  # real phases, then cos/sin
+    return jax.lax.complex(jnp.cos(phase), jnp.sin(phase))
+
+
+def _plane_wave_sum(
+    coefficients: Complex[Array, "B j n_G"], k: Float[np.ndarray, "j 2"], G: Float[np.ndarray, "n_G 2"], positions: Float[Array, "n 2"]
+) -> Complex[Array, "B n j"]:
+    """f_bj(r_i) = Σ_G a_bj(G) exp(i(k_j + G)·r_i)."""
+    return jnp.einsum("bjg,ng->bnj", coefficients, _waves(positions, G)) * _waves(positions, k)
+
+
+def _plane_wave_jet(
+    coefficients: Complex[Array, "B j n_G"], k: Float[np.ndarray, "j 2"], G: Float[np.ndarray, "n_G 2"], positions: Float[Array, "n 2"]
+) -> tuple[Complex[Array, "B n j"], Complex[Array, "2 B n j"], Complex[Array, "B n j"]]:
+    """(f, ∇f, ∇²f) of :func:`_plane_wave_sum` at every r_i (derivatives with respect to r_i).
+
+    ∂_a f_j = i Σ_G a_j(G)(k_j+G)_a e^{…} and ∇² f_j = −Σ_G a_j(G)|k_j+G|² e^{…}:
+    sums over G weighted by 1, G_a and |G|², combined with k_j.
+    """
+    weights = np.stack([np.ones(len(G)), G[:, 0], G[:, 1], np.sum(G**2, axis=-1)])  # (4, G)
+    sums = jnp.einsum("bjg,sg,ng->sbnj", coefficients, jnp.asarray(weights), _waves(positions, G))  # (4, B, n, j)
+    plain, along, squared = sums[0], sums[1:3], sums[3]
+    k_wave = _waves(positions, k)
+    kj = jnp.asarray(k.T)[:, None, None, :]  # (2, 1, 1, j)
+    value = plain * k_wave
+    gradient = 1j * (kj * plain + along) * k_wave
+    k2 = jnp.asarray(np.sum(k**2, axis=-1))
+    laplacian = -(k2 * plain + 2.0 * jnp.sum(kj * along, axis=0) + squared) * k_wave
+    return value, gradient, laplacian
+
+
+class Envelope(Protocol):
+    """What the determinant head and its forward Laplacian need of an envelope: E_kij = e^k_j(r_i; c)."""
+
+    @property
+    def determinants(self) -> int: ...
+
+    @property
+    def n_orbitals(self) -> int: ...
+
+    def __call__(self, positions: Float[Array, "n 2"], c0: Float[Array, ""] | None = None) -> Complex[Array, "K n n_orb"]: ...
+
+    def jet(
+        self, positions: Float[Array, "n 2"], c0: Float[Array, ""] | None = None
+    ) -> tuple[Complex[Array, "K n n_orb"], Complex[Array, "2 K n n_orb"], Complex[Array, "K n n_orb"]]:
+        """(E, ∂E/∂r_i, ∇²_i E): derivatives with respect to each row's own electron."""
+        ...
+
+
 class BlochEnvelope(eqx.Module):
     """K × n_orb periodic envelopes e^k_j(r; c) = Σ_G a^k_j(G; c) exp(i(k_j + G)·r) (dimensionless).
 
@@ -179,15 +240,17 @@ class BlochEnvelope(eqx.Module):
     def G(self) -> Float[np.ndarray, "n_G 2"]:
         return np.asarray(self.basis, dtype=np.float64).reshape(-1, 2)
 
+    @property
+    def determinants(self) -> int:
+        return self.coefficients_re.shape[1]
+
+    @property
+    def n_orbitals(self) -> int:
+        return self.coefficients_re.shape[2]
+
     def anchor_weights(self, c0: Float[Array, ""]) -> Float[Array, " A"]:
         """Interpolation weights of the anchors at normalised c₀ (they sum to 1; weight a is 1 at anchor a)."""
-        x = np.asarray(self.anchors)
-        if len(x) == 1:
-            return jnp.ones(1)
-        c0 = jnp.clip(c0, x[0], x[-1])
-        if self.interpolation == "linear":
-            return jnp.stack([jnp.interp(c0, x, np.eye(len(x))[a]) for a in range(len(x))])
-        return natural_spline_weights(x, c0)
+        return _anchor_weights(self.anchors, self.interpolation, c0)
 
     def mixed_coefficients(self, c0: Float[Array, ""] | None = None) -> Complex[Array, "K n_orb n_G"]:
         """a^k_j(G; c₀): the anchors' coefficients interpolated at normalised depth c₀."""
@@ -202,14 +265,106 @@ class BlochEnvelope(eqx.Module):
         return jax.lax.complex(re, im)
 
     def __call__(self, positions: Float[Array, "n 2"], c0: Float[Array, ""] | None = None) -> Complex[Array, "K n n_orb"]:
-        positions = jnp.asarray(positions, dtype=jnp.float64)
-        coefficients = self.mixed_coefficients(c0)
-        g_phase = positions @ jnp.asarray(self.G).T  # (n, n_G)
-        k_phase = positions @ jnp.asarray(self.k).T  # (n, n_orb)
-        g_wave = jax.lax.complex(jnp.cos(g_phase), jnp.sin(g_phase))
-        k_wave = jax.lax.complex(jnp.cos(k_phase), jnp.sin(k_phase))
-        periodic = jnp.einsum("kjg,ng->knj", coefficients, g_wave)
-        return periodic * k_wave
+        return _plane_wave_sum(self.mixed_coefficients(c0), self.k, self.G, positions)
+
+    def jet(self, positions: Float[Array, "n 2"], c0: Float[Array, ""] | None = None):
+        """(E, ∂E/∂r_i, ∇²_i E), shapes (K, n, j), (2, K, n, j), (K, n, j)."""
+        return _plane_wave_jet(self.mixed_coefficients(c0), self.k, self.G, positions)
+
+
+class Frozen:
+    """A constant array held in a static field, out of the trainable parameters (hashed and compared by identity)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: np.ndarray):
+        self.value = np.asarray(value)
+
+
+class BandMixingEnvelope(eqx.Module):
+    """e^k_j(r; c) = Σ_m U^k_jm(c) β_m(r; c): trained mixtures of fixed Bloch band states β_m (dimensionless).
+
+    The β_m are the lowest bands at every supercell momentum (M = bands·L1·L2
+    states: non-interacting eigenstates at each anchor depth, on the same
+    plane waves G as the Bloch envelopes). Each orbital may mix states of
+    different momenta, so ψ is not confined to the total crystal momentum of
+    its initial filling and can describe a crystal that breaks the moiré
+    translations (localised, Wannier-like orbitals); only the n_orb × M
+    mixing matrix is trained, so the orbitals stay in the span of smooth band
+    states. Initialised to select the occupied Bloch orbitals: ψ starts as
+    with fixed momenta. With several anchors, Σ_a w_a(c₀) U_a β_a (weights as
+    in :class:`BlochEnvelope`). Evaluation costs n·M·n_G for the β_m and
+    n·M·K·n_orb for the mixing, per anchor.
+    """
+
+    mixing_re: Float[Array, "A K n_orb M"]
+    mixing_im: Float[Array, "A K n_orb M"]
+    states: Frozen = eqx.field(static=True)  # (A, M, n_G) complex: β_m = e^{ik_m·r} Σ_G c_m(G) e^{iG·r}
+    momenta: tuple[tuple[float, ...], ...] = eqx.field(static=True)  # k_m, (M, 2)
+    basis: tuple[tuple[float, ...], ...] = eqx.field(static=True)
+    anchors: tuple[float, ...] = eqx.field(static=True)
+    interpolation: str = eqx.field(static=True)
+
+    def __init__(
+        self,
+        momenta: Float[np.ndarray, "M 2"],
+        basis: Float[np.ndarray, "n_G 2"],
+        states: Complex[np.ndarray, "A M n_G"],
+        mixing: Complex[np.ndarray, "A n_orb M"],
+        determinants: int,
+        anchors: tuple[float, ...] = (0.0,),
+        interpolation: str = "smooth",
+    ):
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"envelope interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+        mixing = np.asarray(mixing, dtype=np.complex128)
+        if len(anchors) != mixing.shape[0] or np.shape(states)[0] != mixing.shape[0]:
+            raise ValueError("need one mixing matrix and one set of band states per anchor")
+        mixing = np.broadcast_to(mixing[:, None], (mixing.shape[0], determinants, *mixing.shape[1:]))
+        self.mixing_re = jnp.asarray(mixing.real, dtype=jnp.float64)
+        self.mixing_im = jnp.asarray(mixing.imag, dtype=jnp.float64)
+        self.states = Frozen(np.asarray(states, dtype=np.complex128))
+        self.momenta = static_matrix(momenta)
+        self.basis = static_matrix(basis)
+        self.anchors = tuple(float(x) for x in anchors)
+        self.interpolation = interpolation
+
+    @property
+    def determinants(self) -> int:
+        return self.mixing_re.shape[1]
+
+    @property
+    def n_orbitals(self) -> int:
+        return self.mixing_re.shape[2]
+
+    def _weighted_mixing(self, c0: Float[Array, ""] | None) -> Complex[Array, "A K n_orb M"]:
+        mixing = jax.lax.complex(self.mixing_re, self.mixing_im)
+        if len(self.anchors) == 1:
+            return mixing
+        if c0 is None:
+            raise ValueError("depth-following envelopes need the normalised condition c0")
+        w = _anchor_weights(self.anchors, self.interpolation, jnp.asarray(c0, jnp.float64))
+        return w.astype(mixing.dtype)[:, None, None, None] * mixing
+
+    def _band_parts(self, positions: Float[Array, "n 2"], derivatives: bool) -> tuple:
+        k = np.asarray(self.momenta, dtype=np.float64).reshape(-1, 2)
+        G = np.asarray(self.basis, dtype=np.float64).reshape(-1, 2)
+        states = jnp.asarray(self.states.value)
+        return _plane_wave_jet(states, k, G, positions) if derivatives else (_plane_wave_sum(states, k, G, positions),)
+
+    def __call__(self, positions: Float[Array, "n 2"], c0: Float[Array, ""] | None = None) -> Complex[Array, "K n n_orb"]:
+        (beta,) = self._band_parts(positions, False)  # (A, n, M)
+        return jnp.einsum("akjm,anm->knj", self._weighted_mixing(c0), beta)
+
+    def jet(self, positions: Float[Array, "n 2"], c0: Float[Array, ""] | None = None):
+        """(E, ∂E/∂r_i, ∇²_i E), shapes (K, n, j), (2, K, n, j), (K, n, j): the band states' jets, mixed."""
+        beta, d_beta, lap_beta = self._band_parts(positions, True)
+        u = self._weighted_mixing(c0)
+        return (
+            jnp.einsum("akjm,anm->knj", u, beta),
+            jnp.einsum("akjm,danm->dknj", u, d_beta),
+            jnp.einsum("akjm,anm->knj", u, lap_beta),
+        )
 
 
 class SpinOrbitals(eqx.Module):
@@ -217,17 +372,17 @@ class SpinOrbitals(eqx.Module):
 
     weight: Float[Array, "width 2*K*n_orb"]
     bias: Float[Array, " 2*K*n_orb"]
-    envelope: BlochEnvelope
+    envelope: BlochEnvelope | BandMixingEnvelope
 
     def __init__(
         self,
         width: int,
-        envelope: BlochEnvelope,
+        envelope: BlochEnvelope | BandMixingEnvelope,
         *,
         dtype=jnp.float64,
         key: PRNGKeyArray,
     ):
-        determinants, n_orb = envelope.coefficients_re.shape[1:3]
+        determinants, n_orb = envelope.determinants, envelope.n_orbitals
         shape = (2, determinants, n_orb)
         # Small weights: the orbitals start within a few per cent of their envelopes
         # (so a Bloch-initialised model starts near the Bloch determinant), while
@@ -240,11 +395,11 @@ class SpinOrbitals(eqx.Module):
 
     @property
     def determinants(self) -> int:
-        return self.envelope.coefficients_re.shape[1]
+        return self.envelope.determinants
 
     @property
     def n_orbitals(self) -> int:
-        return self.envelope.coefficients_re.shape[2]
+        return self.envelope.n_orbitals
 
     def __call__(
         self, h: Float[Array, "n width"], positions: Float[Array, "n 2"], c0: Float[Array, ""] | None = None
@@ -275,7 +430,7 @@ class GeneralisedOrbitals(eqx.Module):
         orbitals: BlochOrbitals | tuple[BlochOrbitals, BlochOrbitals] | None = None,
         anchors: tuple[float, ...] = (0.0,),
         interpolation: str = "smooth",
-        free_momenta: bool = False,
+        band_states: Sequence[BandStates] | None = None,
         dtype=jnp.float64,
         key: PRNGKeyArray,
     ):
@@ -291,7 +446,7 @@ class GeneralisedOrbitals(eqx.Module):
         keys = split(key, len(spins))
         blocks = []
         for (n_s, orbs), k in zip(spins, keys):
-            envelope = _initial_envelope(supercell, n_s, determinants, envelope_shells, orbs, anchors, interpolation, free_momenta)
+            envelope = _initial_envelope(supercell, n_s, determinants, envelope_shells, orbs, anchors, interpolation, band_states)
             blocks.append(SpinOrbitals(width, envelope, dtype=dtype, key=k))
         self.blocks = tuple(blocks)
 
@@ -324,12 +479,12 @@ def _initial_envelope(
     orbitals: BlochOrbitals | Sequence[BlochOrbitals] | None,
     anchors: tuple[float, ...] = (0.0,),
     interpolation: str = "smooth",
-    free_momenta: bool = False,
-) -> BlochEnvelope:
+    band_states: Sequence[BandStates] | None = None,
+) -> BlochEnvelope | BandMixingEnvelope:
     """Free-electron plane waves (default) or the first n_s of the given Bloch orbitals (per anchor).
 
-    ``free_momenta``: the same initial envelopes written on every supercell
-    momentum (:func:`free_momentum_basis`), so training can mix momenta.
+    ``band_states`` (one set per anchor, Bloch orbitals only): a
+    :class:`BandMixingEnvelope` over these states, starting as the same orbitals.
     """
     if orbitals is None:
         k, G_occ = lowest_plane_waves(supercell, n_s)
@@ -340,8 +495,8 @@ def _initial_envelope(
         match = np.all(np.isclose(basis[None, :, :], G_occ[:, None, :], atol=1e-8), axis=-1)
         coefficients = match.astype(np.complex128)  # a_j(G) = δ_{G, G_j}
         _check_commensurate(supercell, k)
-        if free_momenta:
-            k, basis, coefficients = free_momentum_basis(supercell, k, basis, coefficients)
+        if band_states is not None:
+            raise ValueError("band-mixing envelopes start from Bloch orbitals, not plane waves")
         return BlochEnvelope(k, basis, coefficients, determinants)
     per_anchor = list(orbitals) if isinstance(orbitals, (tuple, list)) else [orbitals]
     if len(per_anchor) != len(anchors):
@@ -360,32 +515,27 @@ def _initial_envelope(
     coefficients = coefficients / np.max(np.sum(np.abs(coefficients), axis=-1))
     k = k[:n_s]
     _check_commensurate(supercell, k)
-    if free_momenta:
-        k, basis, coefficients = free_momentum_basis(supercell, k, basis, coefficients)
-    return BlochEnvelope(k, basis, coefficients, determinants, tuple(anchors), interpolation)
+    if band_states is None:
+        return BlochEnvelope(k, basis, coefficients, determinants, tuple(anchors), interpolation)
+    if len(band_states) != len(anchors):
+        raise ValueError(f"need one set of band states per envelope anchor, got {len(band_states)} for {len(anchors)}")
+    states, mixing = [], []
+    for occupied, bands in zip(coefficients, band_states):
+        if np.shape(bands.G) != basis.shape or not np.allclose(bands.G, basis):
+            raise ValueError("band states and Bloch orbitals need the same plane-wave basis")
+        n_k, n_b, n_G = np.shape(bands.coefficients)
+        momenta = np.repeat(np.asarray(bands.k), n_b, axis=0)  # (M, 2), band index fastest
+        beta = np.asarray(bands.coefficients).reshape(n_k * n_b, n_G)
+        same_k = np.all(np.isclose(k[:, None, :], momenta[None, :, :], atol=1e-9), axis=-1)  # (n_s, M)
+        states.append(beta)
+        mixing.append(same_k * (occupied @ beta.conj().T))  # projection onto the band states (exact when they hold the orbitals)
+    return BandMixingEnvelope(momenta, basis, np.stack(states), np.stack(mixing), determinants, tuple(anchors), interpolation)
 
 
-def free_momentum_basis(
-    supercell: Supercell,
-    k: Float[np.ndarray, "n 2"],
-    basis: Float[np.ndarray, "n_G 2"],
-    coefficients: Complex[np.ndarray, "... n n_G"],
-) -> tuple[Float[np.ndarray, "n 2"], Float[np.ndarray, "n_q 2"], Complex[np.ndarray, "... n n_q"]]:
-    """Envelopes Σ_G a_j(G) e^{i(k_j+G)·r} rewritten as Σ_q a_j(q) e^{iq·r} over q = k' + G for every supercell momentum k'.
+class BandStates(Protocol):
+    """Bloch band states at every supercell momentum (e.g. ``hamiltonian.bands.BandStructure``): k (n_k, 2), G (n_G, 2), coefficients (n_k, n_bands, n_G)."""
 
-    Returns (zero momenta, the n_k·n_G vectors q, coefficients placed at
-    q = k_j + G and zero elsewhere): the same functions, but each envelope may
-    now acquire any crystal momentum, so ψ is no longer confined to the total
-    momentum Σ_j k_j of its initial filling (a crystal that breaks the
-    translations needs several).
-    """
-    kgrid = supercell.kgrid()
-    q = (kgrid[:, None, :] + basis[None, :, :]).reshape(-1, 2)
-    to_integer = np.linalg.inv(supercell.reciprocal)
-    index = {tuple(x): i for i, x in enumerate(np.round(q @ to_integer).astype(np.int64))}
-    targets = np.round((k[:, None, :] + basis[None, :, :]) @ to_integer).astype(np.int64)  # (n, n_G, 2)
-    columns = np.array([[index[tuple(x)] for x in row] for row in targets])  # (n, n_G)
-    out = np.zeros((*coefficients.shape[:-1], len(q)), np.complex128)
-    rows = np.arange(len(k))[:, None]
-    out[..., rows, columns] = coefficients
-    return np.zeros_like(k), q, out
+    k: np.ndarray
+    G: np.ndarray
+    coefficients: np.ndarray
+

@@ -39,7 +39,7 @@ from qernel_cli.model.jastrow import CuspJastrow
 from qernel_cli.model.pair_jastrow import PairJastrow
 from qernel_cli.model.linear import split
 from qernel_cli.model.moe import load_balance
-from qernel_cli.model.orbitals import BlochOrbitals, GeneralisedOrbitals
+from qernel_cli.model.orbitals import BandStates, BlochOrbitals, GeneralisedOrbitals
 
 _DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 
@@ -84,7 +84,7 @@ class Wavefunction(eqx.Module):
         orbitals: BlochOrbitals | tuple[BlochOrbitals, BlochOrbitals] | None = None,
         envelope_anchors: Sequence[float] = (0.0,),
         envelope_interpolation: str = "smooth",
-        envelope_momenta: str = "fixed",
+        band_states: Sequence[BandStates] | None = None,
         pair_jastrow_qmax: float = 0.0,
         dtype: str = "float64",
         key: PRNGKeyArray,
@@ -113,6 +113,11 @@ class Wavefunction(eqx.Module):
                 anchors (one entry: envelopes independent of c).
             envelope_interpolation: "smooth" (natural cubic spline in c₀) or
                 "linear" between the anchors (see ``BlochEnvelope``).
+            band_states: with Bloch ``orbitals``, one set of band states per
+                anchor (e.g. ``hamiltonian.bands.solve_bands`` on the same
+                plane waves): band-mixing envelopes whose orbitals may mix
+                crystal momenta (``BandMixingEnvelope``); None: each orbital
+                keeps its Bloch momentum.
             pair_jastrow_qmax: cutoff (units of |g|) of the c-conditioned
                 plane-wave pair Jastrow (0: none); see ``model.pair_jastrow``.
             dtype: "float32" or "float64" for the trunk.
@@ -154,7 +159,7 @@ class Wavefunction(eqx.Module):
             orbitals=orbitals,
             anchors=tuple(envelope_anchors),
             interpolation=envelope_interpolation,
-            free_momenta=envelope_momenta == "free",
+            band_states=band_states,
             dtype=real,
             key=k_orb,
         )
@@ -310,6 +315,7 @@ def make_wavefunction(
     if orbitals is None and envelope_depth is None and m.envelope == "bloch":
         envelope_depth = float(centre[0])  # c[0] is the depth V/E_M
     anchors = (0.0,)
+    band_states = None
     if envelope_depth is not None:
         from qernel_cli.hamiltonian import bands
 
@@ -328,6 +334,13 @@ def make_wavefunction(
             )
         else:
             orbitals = tuple(reference)
+        if m.envelope_momenta == "mixed":
+            anchor_depths = np.linspace(low[0], high[0], n_anchors) if n_anchors > 1 else [float(envelope_depth)]
+            band_states = [
+                bands.solve_bands(cell, float(v), material.phi_deg, m.envelope_bands, n_shells=envelope_shells) for v in anchor_depths
+            ]
+    elif m.envelope_momenta == "mixed":
+        raise ValueError('model.envelope_momenta = "mixed" needs Bloch envelopes (model.envelope = "bloch")')
     coulomb = material.coulomb_strength if config.hamiltonian.coulomb else 0.0
     return Wavefunction(
         config.supercell_geometry,
@@ -353,7 +366,7 @@ def make_wavefunction(
         orbitals=orbitals,
         envelope_anchors=anchors,
         envelope_interpolation=m.envelope_interpolation,
-        envelope_momenta=m.envelope_momenta,
+        band_states=band_states,
         dtype=m.dtype,
         key=key,
     )
