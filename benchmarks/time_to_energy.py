@@ -101,8 +101,8 @@ def _launch_offset(run_dir: Path, launched: float) -> float:
     return (run_dir / "config.toml").stat().st_mtime - launched
 
 
-def run_qernel_single(work: Path, depth: float, minutes: float, seed: int) -> None:
-    """QERNEL's moire-tiny at one depth for ``minutes`` of wall time."""
+def run_qernel_single(work: Path, depth: float, minutes: float, seed: int, overrides: list[str] = ()) -> None:
+    """QERNEL's moire-tiny (with ``--set`` ``overrides``) at one depth for ``minutes`` of wall time."""
     out = work / f"qernel_V{depth:g}"
     if (out / "done.json").exists():
         return
@@ -112,6 +112,8 @@ def run_qernel_single(work: Path, depth: float, minutes: float, seed: int) -> No
         "train", "--preset", "moire-tiny", "--out", str(run_dir), "--force", "--quiet", "--steps", "1000000",
         "--seed", str(seed), "--set", f"hamiltonian.V_min_meV={depth:g}", "--set", f"hamiltonian.V_max_meV={depth:g}",
     ]
+    for item in overrides:
+        cmd += ["--set", item]
     _log(f"QERNEL V = {depth:g} meV for {minutes:g} min")
     t0 = _train_until(cmd, run_dir, out / "run.log", 60.0 * minutes)
     (out / "done.json").write_text(json.dumps({"launched": t0, "offset_s": _launch_offset(run_dir, t0), "cmd": cmd}))
@@ -160,7 +162,7 @@ def run(args: argparse.Namespace) -> None:
     (work / "setup.json").write_text(json.dumps(vars(args) | {"started": time.time()}, indent=1, default=str))
     for v in args.depths:
         run_peer_leg(Path(args.peer), work, v, args.minutes, args.seed)
-        run_qernel_single(work, v, args.minutes, args.seed)
+        run_qernel_single(work, v, args.minutes, args.seed, args.qernel_set or [])
     if args.family_segments:
         run_qernel_family(work, args.depths, args.family_segments, args.seed)
     _log("all legs done")
@@ -304,6 +306,7 @@ def main() -> None:
     r.add_argument("--minutes", type=float, default=20.0)
     r.add_argument("--family-segments", type=int, nargs="*", default=[100, 200, 400])
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--qernel-set", action="append", help="config override for QERNEL's single-depth legs (repeatable), e.g. pretrain.target=crystal")
     a = sub.add_parser("analyse", help="curves, crossing times, JSON and plot")
     a.add_argument("--work", required=True)
     a.add_argument("--json", required=True)

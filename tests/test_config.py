@@ -135,8 +135,9 @@ def test_runs_stored_before_band_mixing_keep_fixed_momenta(tmp_path):
 
     from qernel_cli.run_dir import CONFIG_FILE, stored_config
 
-    data = tomllib.loads(resolve("moire-tiny").to_toml())
-    assert data["model"]["envelope_momenta"] == "mixed"
+    data = tomllib.loads(resolve("moire-tiny", ["model.envelope_momenta=mixed"]).to_toml())
+    (tmp_path / CONFIG_FILE).write_text(tomli_w.dumps(data))
+    assert stored_config(tmp_path).model.envelope_momenta == "mixed"
     del data["model"]["envelope_momenta"]
     (tmp_path / CONFIG_FILE).write_text(tomli_w.dumps(data))
     assert stored_config(tmp_path).model.envelope_momenta == "fixed"
