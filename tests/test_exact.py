@@ -11,7 +11,7 @@ import pytest
 
 from qernel_cli.exact.band_basis import band_basis, momentum_label
 from qernel_cli.exact.coulomb_matrix import coulomb_matrix
-from qernel_cli.exact.diagonalise import ExactProblem
+from qernel_cli.exact.diagonalise import ExactProblem, FewElectrons
 from qernel_cli.hamiltonian.bands import Orbitals, evaluate_orbitals, lowest_orbitals
 from qernel_cli.hamiltonian.ewald import EwaldSum
 from qernel_cli.lattice import MOIRE_RECIPROCAL, Supercell
@@ -105,7 +105,7 @@ def test_coulomb_matrix_matches_plane_wave_sums():
 
 @pytest.mark.parametrize("n_up,n_down", [(3, 0), (2, 1)])
 def test_sector_spectra_equal_the_bit_string_hamiltonian(n_up, n_down):
-    problem = ExactProblem(Supercell(2, 1), v=1.5, phi_deg=30.0, strength=4.0, n_up=n_up, n_down=n_down, n_bands=2, n_shells=3)
+    problem = ExactProblem(FewElectrons(Supercell(2, 1), v=1.5, phi_deg=30.0, strength=4.0, n_up=n_up, n_down=n_down), n_bands=2, n_shells=3)
     spectra = []
     for sector in problem.sectors():
         h = problem.hamiltonian(sector).dense()
@@ -118,7 +118,7 @@ def test_sector_spectra_equal_the_bit_string_hamiltonian(n_up, n_down):
 def test_without_coulomb_the_ground_state_fills_the_lowest_bands(n):
     supercell = Supercell(2, 2)
     v = 2.0
-    result = ExactProblem(supercell, v=v, phi_deg=45.0, strength=0.0, n_up=n, n_down=0, n_bands=3).solve()
+    result = ExactProblem(FewElectrons(supercell, v=v, phi_deg=45.0, strength=0.0, n_up=n), n_bands=3).solve()
     exact = float(np.sum(lowest_orbitals(supercell, n, v, 45.0).energies))
     assert result.ground.energy == pytest.approx(exact, abs=1e-10)
     assert result.ground.interaction == pytest.approx(0.0, abs=1e-12)
@@ -137,7 +137,7 @@ def _rotate_label(supercell, label, turns):
 
 def test_sectors_related_by_time_reversal_and_rotation_have_equal_ground_energies():
     supercell = Supercell(3, 3)
-    result = ExactProblem(supercell, v=3.0, phi_deg=45.0, strength=6.0, n_up=2, n_down=0, n_bands=2).solve()
+    result = ExactProblem(FewElectrons(supercell, v=3.0, phi_deg=45.0, strength=6.0, n_up=2), n_bands=2).solve()
     energy = {r.momentum: r.energy for r in result.sectors}
     assert len(energy) == 9 and np.ptp(list(energy.values())) > 1e-3  # sectors differ at all
     minus = {label: int(momentum_label(-np.array([label // 3, label % 3]), supercell)) for label in energy}

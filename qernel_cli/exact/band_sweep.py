@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from qernel_cli.exact.band_basis import momentum_label
-from qernel_cli.exact.diagonalise import ExactProblem, SectorResult
+from qernel_cli.exact.diagonalise import ExactProblem, FewElectrons, SectorResult
 from qernel_cli.lattice import Supercell
 
 
@@ -100,22 +100,18 @@ def extrapolate(bounds: list[float]) -> Extrapolation:
 
 
 def sweep(
-    supercell: Supercell,
-    v: float,
-    phi_deg: float,
-    strength: float,
-    n_up: int,
-    n_down: int,
+    system: FewElectrons,
     max_bands: int,
     n_shells: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[list[BandStep], Extrapolation]:
     """Ground states for 1 … ``max_bands`` bands per momentum, every momentum sector (−K from K)."""
+    supercell = system.supercell
     steps = []
-    first = -(-max(n_up, n_down) // supercell.n_cells)  # at least as many orbitals per spin as electrons
+    first = -(-max(system.n_up, system.n_down) // supercell.n_cells)  # at least as many orbitals per spin as electrons
     for n_bands in range(first, max_bands + 1):
         start = time.perf_counter()
-        problem = ExactProblem(supercell, v, phi_deg, strength, n_up, n_down, n_bands, n_shells)
+        problem = ExactProblem(system, n_bands, n_shells)
         solved: dict[int, SectorResult] = {}
         for sector in problem.sectors():
             if not sector.dimension:

@@ -109,27 +109,32 @@ class ExactResult:
         return min(self.sectors, key=lambda r: r.energy)
 
 
-class ExactProblem:
-    """N = n_up + n_down electrons on ``supercell`` at depth v = V/E_M and Coulomb strength U, in ``n_bands`` bands per momentum."""
+@dataclasses.dataclass(frozen=True)
+class FewElectrons:
+    """n_up + n_down electrons on ``supercell`` at depth v = V/E_M, phase φ (degrees) and Coulomb strength U (moiré units)."""
 
-    def __init__(
-        self,
-        supercell: Supercell,
-        v: float,
-        phi_deg: float,
-        strength: float,
-        n_up: int,
-        n_down: int,
-        n_bands: int,
-        n_shells: int | None = None,
-    ):
-        if n_up < 0 or n_down < 0 or n_up + n_down < 1:
-            raise ValueError(f"need at least one electron, got n_up={n_up}, n_down={n_down}")
+    supercell: Supercell
+    v: float
+    phi_deg: float
+    strength: float
+    n_up: int
+    n_down: int = 0
+
+    def __post_init__(self):
+        if self.n_up < 0 or self.n_down < 0 or self.n_up + self.n_down < 1:
+            raise ValueError(f"need at least one electron, got n_up={self.n_up}, n_down={self.n_down}")
+
+
+class ExactProblem:
+    """A :class:`FewElectrons` system in ``n_bands`` bands per momentum: its basis, Coulomb matrix and sector Hamiltonians."""
+
+    def __init__(self, system: FewElectrons, n_bands: int, n_shells: int | None = None):
+        supercell, n_up, n_down = system.supercell, system.n_up, system.n_down
         if max(n_up, n_down) > n_bands * supercell.n_cells:
             raise ValueError(f"{max(n_up, n_down)} electrons of one spin do not fit in {n_bands * supercell.n_cells} orbitals")
         self.n_up, self.n_down, self.n_bands = n_up, n_down, n_bands
-        self.basis: BandBasis = band_basis(supercell, v, phi_deg, n_bands, n_shells)
-        self.coulomb: CoulombMatrix = coulomb_matrix(self.basis, strength)
+        self.basis: BandBasis = band_basis(supercell, system.v, system.phi_deg, n_bands, n_shells)
+        self.coulomb: CoulombMatrix = coulomb_matrix(self.basis, system.strength)
         self.space = SpinOrbitals(self.basis.labels, 2 if n_down else 1, supercell)
         self._pairs = tuple_classes(self.space, 2) if n_up + n_down >= 2 else None
         self._pair_matrices = pair_matrices(self.space, self._pairs, self.coulomb) if self._pairs else []

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from qernel_cli.config import Config
 from qernel_cli.errors import QernelError
 from qernel_cli.exact.band_sweep import BandStep, Extrapolation, resources, sweep
+from qernel_cli.exact.diagonalise import FewElectrons
 
 SECONDS_PER_PAIR_ENTRY = 6e-6
 """Rough wall time of one Lanczos solve per entry of the pair operator (measured on a 2-core CPU: 6 electrons, 216k states, 20 s)."""
@@ -93,9 +94,12 @@ def exact_energies(
     strength = material.coulomb_strength if config.hamiltonian.coulomb else 0.0
     rows = []
     for V in depths_meV:
-        steps, extrapolation = sweep(
+        system = FewElectrons(
             config.supercell_geometry, material.depth_to_moire(V), material.phi_deg, strength,
-            config.electrons.n_up, config.electrons.n_down, max_bands, n_shells,
+            config.electrons.n_up, config.electrons.n_down,
+        )
+        steps, extrapolation = sweep(
+            system, max_bands, n_shells,
             progress=(lambda line, V=V: progress(f"V = {V:g} meV: {line}")) if progress else None,
         )
         rows.append({
