@@ -93,11 +93,11 @@ def coulomb_matrix(basis: BandBasis, strength: float) -> CoulombMatrix:
     h1, h2 = np.meshgrid(h, h, indexing="ij")
     prefactor = 2.0 * np.pi * strength / supercell.area
 
-    def shifted(values, a, c, shift):
+    def shifted(values, shift):
         """values[i, g] → values[i, g − shift_i] (periodic grid)."""
         i1 = np.mod(np.arange(n)[None, :] - shift[:, :1], n)
         i2 = np.mod(np.arange(n)[None, :] - shift[:, 1:], n)
-        return values[np.arange(len(a))[:, None, None], i1[:, :, None], i2[:, None, :]]
+        return values[np.arange(len(values))[:, None, None], i1[:, :, None], i2[:, None, :]]
 
     for tau, (a, c) in enumerate(pairs):
         minus = label_sum(np.zeros((), np.int64), np.asarray(tau), supercell, sign=-1)
@@ -107,10 +107,10 @@ def coulomb_matrix(basis: BandBasis, strength: float) -> CoulombMatrix:
         q = basis.wavevectors(np.stack([rho[tau][0] + L[0] * h1, rho[tau][1] + L[1] * h2], axis=-1))
         q_norm = np.linalg.norm(q, axis=-1)
         inverse = np.divide(1.0, q_norm, out=np.zeros_like(q_norm), where=q_norm > 1e-12)
-        rows = shifted(form_factors(grids_hat, a, c), a, c, shifts[tau]) * inverse
+        rows = shifted(form_factors(grids_hat, a, c), shifts[tau]) * inverse
         # ⟨b|e^{−iQr}|d⟩ = F_bd(−t − s_bd − h): flip, then shift by −(t + s_bd).
         flip = np.mod(-np.arange(n), n)
         f_bd = form_factors(grids_hat, b, d)[:, flip][:, :, flip]
-        columns = shifted(f_bd, b, d, -(t + shifts[int(minus)]))
+        columns = shifted(f_bd, -(t + shifts[int(minus)]))
         blocks[tau] = prefactor * (rows.reshape(n_pairs, -1) @ columns.reshape(n_pairs, -1).T)
     return CoulombMatrix(blocks, transfer, index, float(strength), madelung)

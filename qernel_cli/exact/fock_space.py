@@ -93,8 +93,7 @@ def sectors(space: SpinOrbitals, n_up: int, n_down: int) -> list[Sector]:
     m = space.n_orbitals
     up = _combinations(np.arange(m), n_up)
     down = _combinations(np.arange(m, 2 * m), n_down)
-    total = lambda combos: _total_label(space, combos)  # noqa: E731
-    k_up, k_down = total(up), total(down)
+    k_up, k_down = _total_label(space, up), _total_label(space, down)
     out = []
     for label in range(space.supercell.n_cells):
         parts = []
@@ -169,10 +168,6 @@ class KBodyMap:
     classes: TupleClasses
     blocks: list[_Block]
     dimension: int
-
-    @property
-    def entries(self) -> int:
-        return sum(b.gather.nnz for b in self.blocks)
 
     def apply(self, matrices: list[Complex[np.ndarray, "n_c n_c"]], x: Complex[np.ndarray, "n ..."]):
         """Σ_c Sᵀ_c ((S_c x) O_cᵀ) for one operator's class matrices O_c = ``matrices[c]``; x: (n,) or (n, m)."""
