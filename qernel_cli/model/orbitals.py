@@ -13,7 +13,12 @@ reciprocal vector, so each envelope, hence ψ, is periodic on the supercell.
 The default envelopes are the N lowest free-electron plane waves (one G per
 orbital) on the basis |G| ≤ envelope_shells·|b| (``bands.plane_wave_basis``, the
 same basis as the Bloch orbitals); they can instead be initialised from Bloch
-orbitals (``bands.lowest_orbitals``).
+orbitals (``bands.lowest_orbitals``). With fixed k_j (:class:`BlochEnvelope`)
+ψ keeps the total crystal momentum of that filling; a
+:class:`BandMixingEnvelope` instead writes e^k_j = Σ_m U^k_jm β_m, trained
+mixtures of fixed band states of every momentum, so ψ can change its
+momentum or break the translations (a crystal). Each envelope class carries
+its own jet (value, gradient, Laplacian) for the forward Laplacian.
 ψ = Σ_k Π_s det Φ^{k,s}: block-diagonal in spin, combined by a complex
 logsumexp, all in float64/complex128 whatever the trunk dtype.
 """
