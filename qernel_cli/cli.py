@@ -567,6 +567,8 @@ def exact(
             f"{d['V_meV']:g}",
             " ".join(f"{b['energy_per_electron_meV']:.4f}" for b in d["bands"]),
             "—" if x is None else f"{x:.4f} ± {d['extrapolation_error_meV']:.4f}",
+            f"{d['determinant_per_electron_meV']:.4f}",
+            f"{d['correlation_per_electron_meV']:.4f}",
             f"{last['kinetic_per_electron_meV']:.4f}",
             f"{last['moire_per_electron_meV']:.4f}",
             f"{last['interaction_per_electron_meV']:.4f}",
@@ -574,7 +576,7 @@ def exact(
             f"{last['states']:,}",
         ))
     bands_label = ", ".join(str(b["n_bands"]) for b in result["depths"][0]["bands"])
-    columns = ("V (meV)", f"E/N bound, {bands_label} bands", "E/N extrapolated", "kinetic", "moiré", "interaction", "momentum", "states")
+    columns = ("V (meV)", f"E/N bound, {bands_label} bands", "E/N extrapolated", "best determinant", "E_c/N", "kinetic", "moiré", "interaction", "momentum", "states")
     n = c.n_electrons
     tables.show(out, f"exact ground state, N = {n} on {c.supercell.L1}×{c.supercell.L2} (per electron, meV)", columns, rows)
 

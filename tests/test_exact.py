@@ -114,6 +114,22 @@ def test_sector_spectra_equal_the_bit_string_hamiltonian(n_up, n_down):
     np.testing.assert_allclose(np.sort(np.concatenate(spectra)), _brute_force_hamiltonian(problem), atol=1e-10)
 
 
+@pytest.mark.parametrize("n_up,n_down", [(3, 0), (2, 1)])
+def test_determinant_energies_are_the_diagonal_of_the_hamiltonian(n_up, n_down):
+    from qernel_cli.exact.diagonalise import determinant_energies
+
+    problem = ExactProblem(FewElectrons(Supercell(2, 1), v=1.5, phi_deg=30.0, strength=4.0, n_up=n_up, n_down=n_down), n_bands=2, n_shells=3)
+    lowest = np.inf
+    for sector in problem.sectors():
+        h = problem.hamiltonian(sector)
+        diagonal = np.diag(h.dense())
+        np.testing.assert_allclose(determinant_energies(problem.space, h, problem.coulomb), diagonal.real, atol=1e-12)
+        assert np.ptp(diagonal.real - h.diagonal) > 1e-3  # the interaction moves the diagonal
+        lowest = min(lowest, diagonal.real.min())
+    assert problem.best_determinant() == pytest.approx(lowest, abs=1e-12)
+    assert problem.solve().ground.energy < lowest - 1e-5  # correlation lowers the energy below every determinant
+
+
 @pytest.mark.parametrize("n", [2, 3, 4])
 def test_without_coulomb_the_ground_state_fills_the_lowest_bands(n):
     supercell = Supercell(2, 2)
@@ -179,15 +195,25 @@ def test_interaction_of_a_determinant_equals_the_position_space_ewald_average():
     assert error < 0.01 * abs(mean - cm.constant(n))  # the test resolves the pair part
 
 
-def test_extrapolation_is_geometric_and_never_tighter_than_its_tail():
+def test_extrapolation_recovers_a_power_law_and_is_never_tighter_than_its_tail():
     from qernel_cli.exact.band_sweep import extrapolate
 
-    exact, bounds = -10.0, [-10.0 + 0.5**n for n in range(1, 6)]
-    x = extrapolate(bounds)
-    assert x.energy == pytest.approx(exact)
+    n = list(range(1, 13))
+    exact, alpha = -10.0, 2.0
+    bounds = [exact + 3.0 * k**-alpha for k in n]
+    x = extrapolate(n, bounds, alpha)
+    assert x.energy == pytest.approx(exact, abs=1e-12)  # an exact n^-α tail is removed exactly
     assert x.error == pytest.approx(bounds[-1] - exact)
-    assert extrapolate(bounds[:2]).energy is None
-    assert extrapolate([-1.0, -1.1, -1.3]).energy is None  # accelerating: no extrapolation
+    # a faster true convergence (n^-3) is over-, never under-covered by the α = 2 rule
+    fast = [exact + 3.0 * k**-3.0 for k in n]
+    y = extrapolate(n, fast, alpha)
+    assert y.energy - y.error <= exact <= y.energy + y.error
+    assert y.error > fast[-1] - exact
+    # a slower one (n^-1) is outside what α = 2 covers: the rule is only as honest as α
+    assert extrapolate(n, [exact + 3.0 / k for k in n], 1.0).energy == pytest.approx(exact)
+    assert extrapolate(n[:3], bounds[:3], alpha).energy is None
+    flat = extrapolate(n[:6], [-1.0, -1.1, -1.3, -1.3, -1.3, -1.3], alpha)
+    assert flat.energy == -1.3 and flat.error == 0.0
 
 
 def test_qernel_exact_json_and_table(tmp_path):
@@ -207,5 +233,7 @@ def test_qernel_exact_json_and_table(tmp_path):
         parts = last["kinetic_per_electron_meV"] + last["moire_per_electron_meV"] + last["interaction_per_electron_meV"]
         assert parts == pytest.approx(last["energy_per_electron_meV"], abs=1e-9)
         assert min(last["sector_energies_per_electron_meV"].values()) == pytest.approx(last["energy_per_electron_meV"])
+        assert d["determinant_per_electron_meV"] > last["energy_per_electron_meV"]
+        assert d["correlation_per_electron_meV"] > 0
     # a deeper moiré potential lowers the moiré energy
     assert result["depths"][1]["bands"][-1]["moire_per_electron_meV"] < result["depths"][0]["bands"][-1]["moire_per_electron_meV"]

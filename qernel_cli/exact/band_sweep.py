@@ -1,13 +1,19 @@
 """Ground states for 1, 2, … bands per momentum, the resources each needs, and the extrapolation of the bounds.
 
 Each band basis contains the previous one, so the sequence of ground-state
-energies is a decreasing sequence of variational upper bounds. Its limit is
-estimated from the last three bounds by a geometric tail: with decrements
-d₁ = E_{n−2} − E_{n−1} and d₂ = E_{n−1} − E_n and ratio q = d₂/d₁ < 1, the
-remaining decrease is d₂ q/(1 − q); that estimate is also its own error
-(E_∞ = E_n − tail ± tail), so an extrapolation is never tighter than the
-amount it extrapolates. Without three bounds or with q ≥ 1 only the bound
-is reported.
+energies E_n (n bands per momentum) is a decreasing sequence of variational
+upper bounds. Its convergence is a power law, E_n − E_∞ ≈ c n^(−α), set by the
+electron–electron cusp: the missing high-momentum weight of a pair function
+with a cusp ∝ r (opposite spins) costs ∝ k_c⁻² ∝ n⁻¹ in 2D, one with the
+same-spin cusp ∝ r·|r| costs ∝ n⁻². The limit is estimated from the decrease
+D = E_h − E_n over the upper half of the sweep (h ≈ n/2): for an n^(−α) tail
+the remaining decrease is T = D/((n/h)^α − 1), with α = 2 for spin-polarised
+and α = 1 for spinful systems (the slowest rate of the cusp present; measured
+sweeps converge faster, so T over- rather than under-states the rest). The
+estimate is E_∞ = E_n − T ± T: never tighter than the amount it extrapolates.
+With fewer than four band counts, or a sweep too short for h ≥ the first
+count + 1, only the bound is reported. (Shells of bands make E_n fall in
+steps, so three consecutive bounds are no basis for a geometric tail.)
 """
 
 from __future__ import annotations
@@ -74,6 +80,7 @@ class BandStep:
     ground: SectorResult
     sectors: tuple[SectorResult, ...]  # every momentum (−K copied from K: equal by time reversal)
     seconds: float
+    determinant: float  # the best single determinant of this basis's band orbitals (reference of E_c)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,18 +92,27 @@ class Extrapolation:
     note: str
 
 
-def extrapolate(bounds: list[float]) -> Extrapolation:
-    """Geometric-tail extrapolation of decreasing upper bounds (see the module docstring)."""
-    if len(bounds) < 3:
-        return Extrapolation(None, None, "fewer than three band counts: only the variational bound")
-    e1, e2, e3 = bounds[-3:]
-    d1, d2 = e1 - e2, e2 - e3
-    if d2 <= 0:
-        return Extrapolation(e3, 0.0, "the last band added lowered nothing")
-    if d1 <= 0 or d2 >= d1:
-        return Extrapolation(None, None, "the bounds are not yet decreasing geometrically: only the variational bound")
-    tail = d2 * (d2 / d1) / (1.0 - d2 / d1)
-    return Extrapolation(e3 - tail, tail, "geometric tail of the last three bounds, error = the tail itself")
+def cusp_exponent(n_down: int) -> float:
+    """α of E_n − E_∞ ∝ n^(−α): 2 with same-spin pairs only, 1 where opposite spins meet (see the module docstring)."""
+    return 1.0 if n_down else 2.0
+
+
+def extrapolate(n_bands: list[int], bounds: list[float], alpha: float) -> Extrapolation:
+    """Power-law-tail extrapolation of decreasing upper bounds E_n at consecutive band counts (see the module docstring)."""
+    if len(bounds) < 4:
+        return Extrapolation(None, None, "fewer than four band counts: only the variational bound")
+    n = n_bands[-1]
+    h = max(n_bands[1], (n + 1) // 2)  # at least the second count: the first is often far from the asymptote
+    if h >= n:
+        return Extrapolation(None, None, "the sweep is too short for a tail: only the variational bound")
+    decrease = bounds[n_bands.index(h)] - bounds[-1]
+    if decrease <= 0:
+        return Extrapolation(bounds[-1], 0.0, f"bands {h + 1}–{n} lowered nothing")
+    tail = decrease / ((n / h) ** alpha - 1.0)
+    return Extrapolation(
+        bounds[-1] - tail, tail,
+        f"n^-{alpha:g} tail from the decrease over bands {h}–{n}; error = the tail itself",
+    )
 
 
 def sweep(
@@ -125,5 +141,6 @@ def sweep(
                 progress(f"{n_bands} band(s), momentum {sector.momentum}: {sector.dimension} states")
         results = tuple(solved[k] for k in sorted(solved))
         ground = min(results, key=lambda r: r.energy)
-        steps.append(BandStep(n_bands, problem.basis.n_orbitals, ground, results, time.perf_counter() - start))
-    return steps, extrapolate([s.ground.energy for s in steps])
+        determinant = problem.best_determinant()
+        steps.append(BandStep(n_bands, problem.basis.n_orbitals, ground, results, time.perf_counter() - start, determinant))
+    return steps, extrapolate([s.n_bands for s in steps], [s.ground.energy for s in steps], cusp_exponent(system.n_down))

@@ -70,6 +70,23 @@ class SectorHamiltonian:
         return self(np.eye(self.sector.dimension, dtype=np.complex128))
 
 
+def determinant_energies(space: SpinOrbitals, h: SectorHamiltonian, coulomb: CoulombMatrix) -> Float[np.ndarray, " n"]:
+    """⟨s|H|s⟩ (E_M) for every basis state |s⟩ of the sector: each a single Slater determinant of band orbitals.
+
+    The one-body part and the Madelung constant are ``h.diagonal``; the pairs
+    i < j of occupied spin-orbitals add the direct minus exchange element
+    V_{s_i s_j s_i s_j} − δ_{σ_i σ_j} V_{s_j s_i s_i s_j}.
+    """
+    states = h.sector.states
+    out = h.diagonal.astype(np.float64).copy()
+    for i in range(states.shape[1]):
+        for j in range(i + 1, states.shape[1]):
+            a, b = space.orbital(states[:, i]), space.orbital(states[:, j])
+            same = space.spin(states[:, i]) == space.spin(states[:, j])
+            out += np.real(coulomb(a, b, a, b) - same * coulomb(b, a, a, b))
+    return out
+
+
 def lowest_state(h: SectorHamiltonian, seed: int = 0) -> tuple[float, Complex[np.ndarray, " n"]]:
     """Lowest eigenvalue (E_M) and its normalised eigenvector."""
     n = h.sector.dimension
@@ -153,6 +170,18 @@ class ExactProblem:
         diagonal = energies + self.coulomb.constant(self.n_electrons)
         pairs = k_body_map(sector, self._pairs) if self._pairs else None
         return SectorHamiltonian(sector, diagonal, pairs, self._pair_matrices)
+
+    def best_determinant(self) -> float:
+        """The lowest ⟨Φ|H|Φ⟩ (E_M) over the single Slater determinants Φ of this basis's band orbitals.
+
+        The reference of the correlation energy E_c = E_det − E_exact: the
+        best one could do with one determinant of band orbitals (no orbital
+        rotation, unlike Hartree–Fock).
+        """
+        return min(
+            float(determinant_energies(self.space, self.hamiltonian(s), self.coulomb).min())
+            for s in self.sectors() if s.dimension
+        )
 
     def solve_sector(self, sector: Sector, seed: int = 0) -> SectorResult:
         h = self.hamiltonian(sector)

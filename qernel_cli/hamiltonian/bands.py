@@ -142,6 +142,8 @@ def _converged_shells(v: float, phi_deg: float, n_bands: int, tol: float, max_sh
     threshold = tol * max(1.0, abs(float(v)))
     for n in range(2, max_shells + 1):
         inner = len(plane_wave_basis(n))
+        if inner < 2 * n_bands:  # too few plane waves to hold the bands asked for
+            continue
         G = plane_wave_basis(n + 1)
         residual, top = 0.0, -np.inf
         for k in k_points:

@@ -5,7 +5,9 @@ electrons to ``--bands`` per momentum; each step's ground state (lowest over
 all momentum sectors) is a variational upper bound, and the last three are
 extrapolated (:mod:`qernel_cli.exact.band_sweep`). Energies are reported per
 electron in meV, with the ground state's kinetic, moiré and interaction parts
-and its crystal momentum.
+and its crystal momentum. The correlation energy per electron is the best
+single determinant of band orbitals (the lowest diagonal element of H in the
+largest basis) minus the extrapolated energy (the bound where there is none).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def _step_row(step: BandStep, config: Config) -> dict[str, Any]:
         "moire_per_electron_meV": g.potential * e,
         "interaction_per_electron_meV": g.interaction * e,
         "momentum": [g.momentum // cell.L2, g.momentum % cell.L2],
+        "determinant_per_electron_meV": step.determinant * e,
         "sector_energies_per_electron_meV": {f"{r.momentum // cell.L2},{r.momentum % cell.L2}": r.energy * e for r in step.sectors},
         "seconds": step.seconds,
     }
@@ -102,11 +105,16 @@ def exact_energies(
             system, max_bands, n_shells,
             progress=(lambda line, V=V: progress(f"V = {V:g} meV: {line}")) if progress else None,
         )
+        last = _step_row(steps[-1], config)
+        exact = _extrapolation_row(extrapolation, config)
+        best = exact["extrapolated_per_electron_meV"]
         rows.append({
             "V_meV": float(V),
             "bands": [_step_row(s, config) for s in steps],
-            "bound_per_electron_meV": _step_row(steps[-1], config)["energy_per_electron_meV"],
-            **_extrapolation_row(extrapolation, config),
+            "bound_per_electron_meV": last["energy_per_electron_meV"],
+            **exact,
+            "determinant_per_electron_meV": last["determinant_per_electron_meV"],
+            "correlation_per_electron_meV": last["determinant_per_electron_meV"] - (last["energy_per_electron_meV"] if best is None else best),
         })
     return {
         "supercell": [config.supercell.L1, config.supercell.L2],
