@@ -16,13 +16,18 @@ and reports the captured fraction of the correlation energy
     f = (E_det − E_VMC) / (E_det − E_0),
     σ_f = √(σ_VMC² + f² σ_0²) / (E_det − E_0),
 
-with the VMC error from the final evaluation (blocked), together with the
+with the VMC energy the mean of the final evaluation's walker groups (equal
+in size, each with its blocked error; a single-depth run evaluates every
+group at V), and the
 variational check E_VMC ≥ E_0 − 3σ. Energies are per electron in meV.
 
     python benchmarks/correlation_capture.py run --work /tmp/cc [--systems A B] [--set training.steps=2000 ...]
+    python benchmarks/correlation_capture.py family --work /tmp/cc --system B --range 0 30 [--set ...]
     python benchmarks/correlation_capture.py analyse --work /tmp/cc --json benchmarks/results/correlation-capture-cpu.json
 
-``run`` skips the exact results and trainings already in ``--work`` (delete a
+``family`` trains one model over a range of depths on a system and runs
+``qernel exact`` at the depths of its final evaluation (the stratum centres),
+for the same comparison depth by depth. ``run`` skips the exact results and trainings already in ``--work`` (delete a
 ``vmc_<name>`` folder to retrain it); the protocol's overrides are stored with
 each training and printed by ``analyse``.
 """
@@ -33,6 +38,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -102,8 +108,59 @@ def run_vmc(work: Path, name: str, system: System, protocol: list[str]) -> None:
     _log(f"{name}: done in {(time.time() - t0) / 60:.1f} min")
 
 
+def run_family(args: argparse.Namespace) -> None:
+    """One family model over [V_min, V_max] on a system, then ``qernel exact`` at its evaluation depths."""
+    work, system, name = Path(args.work).resolve(), SYSTEMS[args.system], f"family_{args.system}"
+    run_dir = work / f"vmc_{name}"
+    work.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "summary.json").exists():
+        sets = [f"hamiltonian.V_min_meV={args.range[0]:g}", f"hamiltonian.V_max_meV={args.range[1]:g}", *system.overrides, *args.set]
+        cmd = _qernel() + ["train", "--preset", "moire-tiny", *[a for o in sets for a in ("--set", o)], "--out", str(run_dir)]
+        _log(f"{name}: qernel train over {args.range[0]:g}–{args.range[1]:g} meV {' '.join(args.set)}")
+        t0 = time.time()
+        with open(work / f"vmc_{name}.log", "w") as log:
+            done = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"{name}: training failed ({done.returncode}); see {work / f'vmc_{name}.log'}")
+        (work / f"vmc_{name}.json").write_text(json.dumps({"launch_to_exit_s": time.time() - t0, "protocol": args.set, "cmd": cmd}))
+    out = work / f"exact_{name}.json"
+    if not out.exists():
+        depths = [d["V_meV"] for d in json.loads((run_dir / "summary.json").read_text())["depths"]]
+        _log(f"{name}: qernel exact at {', '.join(f'{v:g}' for v in depths)} meV")
+        sets = [a for o in system.overrides for a in ("--set", o)]
+        cmd = _qernel() + ["exact", "--preset", "moire-tiny", *sets, "--depths", ",".join(f"{v!r}" for v in depths),
+                           "--bands", str(system.bands), "--out", str(out), "--quiet"]
+        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+
+
+def family_rows(work: Path) -> list[dict]:
+    """Per depth of each family run in ``work``: the family model's energy against the exact one."""
+    rows = []
+    for summary_path in sorted(work.glob("vmc_family_*/summary.json")):
+        name = summary_path.parent.name.removeprefix("vmc_")
+        exact_path = work / f"exact_{name}.json"
+        if not exact_path.exists():
+            continue
+        summary = json.loads(summary_path.read_text())
+        meta = json.loads((work / f"vmc_{name}.json").read_text())
+        exact_depths = json.loads(exact_path.read_text())["depths"]
+        for d, x in zip(summary["depths"], exact_depths):
+            if abs(d["V_meV"] - x["V_meV"]) > 1e-6:
+                raise SystemExit(f"{name}: depths of the family run and of the exact result differ")
+            exact, exact_err = x["extrapolated_per_electron_meV"], x["extrapolation_error_meV"]
+            f, f_err = captured(x["determinant_per_electron_meV"], d["energy_per_electron_meV"], d["energy_error_meV"], exact, exact_err)
+            rows.append({
+                "system": name.removeprefix("family_"), "V_meV": d["V_meV"],
+                "exact_meV": exact, "exact_error_meV": exact_err, "determinant_meV": x["determinant_per_electron_meV"],
+                "vmc_meV": d["energy_per_electron_meV"], "vmc_error_meV": d["energy_error_meV"],
+                "captured_fraction": f, "captured_fraction_error": f_err,
+                "vmc_steps": summary["steps"], "launch_to_exit_min": meta["launch_to_exit_s"] / 60.0, "protocol": meta["protocol"],
+            })
+    return rows
+
+
 def run(args: argparse.Namespace) -> None:
-    work = Path(args.work)
+    work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     for name in args.systems:
         run_exact(work, name, SYSTEMS[name])
@@ -118,8 +175,17 @@ def captured(det: float, vmc: float, vmc_err: float, exact: float, exact_err: fl
     return f, math.sqrt(vmc_err**2 + (f * exact_err) ** 2) / ec
 
 
+def combined(depths: list[dict]) -> tuple[float, float]:
+    """Mean of the final evaluation's walker groups, equal in size (a single-depth run evaluates every group at V), and its error."""
+    if len({d["V_meV"] for d in depths}) != 1:
+        raise SystemExit("a single-depth run was expected")
+    n = len(depths)
+    mean = sum(d["energy_per_electron_meV"] for d in depths) / n
+    return mean, math.sqrt(sum(d["energy_error_meV"] ** 2 for d in depths)) / n
+
+
 def analyse(args: argparse.Namespace) -> dict:
-    work = Path(args.work)
+    work = Path(args.work).resolve()
     rows = []
     for name, system in SYSTEMS.items():
         exact_path, summary_path = work / f"exact_{name}.json", work / f"vmc_{name}" / "summary.json"
@@ -132,8 +198,7 @@ def analyse(args: argparse.Namespace) -> dict:
             exact, exact_err = x["bound_per_electron_meV"], float("nan")
         summary = json.loads(summary_path.read_text())
         meta = json.loads((work / f"vmc_{name}.json").read_text())
-        d = summary["depths"][0]
-        vmc, vmc_err = d["energy_per_electron_meV"], d["energy_error_meV"]
+        vmc, vmc_err = combined(summary["depths"])
         f, f_err = captured(x["determinant_per_electron_meV"], vmc, vmc_err, exact, exact_err)
         rows.append({
             "system": name,
@@ -156,17 +221,24 @@ def analyse(args: argparse.Namespace) -> dict:
             "protocol": meta["protocol"],
             "warnings": summary["warnings"],
         })
+    family = family_rows(work)
     result = {
         "benchmark": "correlation_capture",
-        "machine": {"cpus": __import__("os").cpu_count()},
+        "machine": {"cpus": os.cpu_count()},
         "energies": "per electron, meV",
         "systems": rows,
+        "family": family,
     }
     for r in rows:
         print(
             f"{r['system']}  exact {r['exact_meV']:.4f} ± {r['exact_error_meV']:.4f}  det {r['determinant_meV']:.4f}  "
             f"VMC {r['vmc_meV']:.4f} ± {r['vmc_error_meV']:.4f}  captured {100 * r['captured_fraction']:.1f} ± "
             f"{100 * r['captured_fraction_error']:.1f} %  ({r['launch_to_exit_min']:.1f} min, {r['vmc_steps']} steps)"
+        )
+    for r in family:
+        print(
+            f"family {r['system']} V = {r['V_meV']:6.3f}  exact {r['exact_meV']:.4f} ± {r['exact_error_meV']:.4f}  det {r['determinant_meV']:.4f}  "
+            f"VMC {r['vmc_meV']:.4f} ± {r['vmc_error_meV']:.4f}  captured {100 * r['captured_fraction']:.1f} ± {100 * r['captured_fraction_error']:.1f} %"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
@@ -180,11 +252,16 @@ def main() -> None:
     r.add_argument("--work", required=True)
     r.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
     r.add_argument("--set", action="append", default=[], help="protocol override on top of moire-tiny (repeatable)")
+    f = sub.add_parser("family")
+    f.add_argument("--work", required=True)
+    f.add_argument("--system", default="B", choices=list(SYSTEMS))
+    f.add_argument("--range", nargs=2, type=float, default=[0.0, 30.0], metavar=("V_MIN", "V_MAX"))
+    f.add_argument("--set", action="append", default=[], help="protocol override on top of moire-tiny (repeatable)")
     a = sub.add_parser("analyse")
     a.add_argument("--work", required=True)
     a.add_argument("--json")
     args = parser.parse_args()
-    run(args) if args.command == "run" else analyse(args)
+    {"run": run, "family": run_family, "analyse": analyse}[args.command](args)
 
 
 if __name__ == "__main__":
