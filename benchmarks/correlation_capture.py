@@ -81,25 +81,19 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def run_exact(work: Path, name: str, system: System) -> None:
-    out = work / f"exact_{name}.json"
-    if out.exists():
-        return
-    _log(f"{name}: qernel exact, {system.bands} bands")
+def _exact(out: Path, system: System, depths: list[float]) -> None:
+    """``qernel exact`` on ``system`` at ``depths`` (meV) into ``out``."""
     sets = [a for o in system.overrides for a in ("--set", o)]
-    cmd = _qernel() + ["exact", "--preset", "moire-tiny", *sets, "--depths", f"{system.depth:g}", "--bands", str(system.bands), "--out", str(out), "--quiet"]
+    cmd = _qernel() + ["exact", "--preset", "moire-tiny", *sets, "--depths", ",".join(f"{v!r}" for v in depths),
+                       "--bands", str(system.bands), "--out", str(out), "--quiet"]
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
 
 
-def run_vmc(work: Path, name: str, system: System, protocol: list[str]) -> None:
+def _train(work: Path, name: str, sets: list[str], protocol: list[str]) -> None:
+    """``qernel train`` into ``work/vmc_<name>``, timed from launch to exit (stored with the protocol in vmc_<name>.json)."""
     run_dir = work / f"vmc_{name}"
-    if (run_dir / "summary.json").exists():
-        return
-    sets = [f"hamiltonian.V_min_meV={system.depth:g}", f"hamiltonian.V_max_meV={system.depth:g}", *system.overrides, *protocol]
     cmd = _qernel() + ["train", "--preset", "moire-tiny", *[a for o in sets for a in ("--set", o)], "--out", str(run_dir)]
-    _log(f"{name}: qernel train {' '.join(protocol) or '(moire-tiny protocol)'}")
     t0 = time.time()
-    work.mkdir(parents=True, exist_ok=True)
     with open(work / f"vmc_{name}.log", "w") as log:
         done = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
     if done.returncode != 0:
@@ -108,29 +102,35 @@ def run_vmc(work: Path, name: str, system: System, protocol: list[str]) -> None:
     _log(f"{name}: done in {(time.time() - t0) / 60:.1f} min")
 
 
+def run_exact(work: Path, name: str, system: System) -> None:
+    out = work / f"exact_{name}.json"
+    if not out.exists():
+        _log(f"{name}: qernel exact, {system.bands} bands")
+        _exact(out, system, [system.depth])
+
+
+def run_vmc(work: Path, name: str, system: System, protocol: list[str]) -> None:
+    if (work / f"vmc_{name}" / "summary.json").exists():
+        return
+    _log(f"{name}: qernel train {' '.join(protocol) or '(moire-tiny protocol)'}")
+    sets = [f"hamiltonian.V_min_meV={system.depth:g}", f"hamiltonian.V_max_meV={system.depth:g}", *system.overrides, *protocol]
+    _train(work, name, sets, protocol)
+
+
 def run_family(args: argparse.Namespace) -> None:
     """One family model over [V_min, V_max] on a system, then ``qernel exact`` at its evaluation depths."""
     work, system, name = Path(args.work).resolve(), SYSTEMS[args.system], f"family_{args.system}"
     run_dir = work / f"vmc_{name}"
     work.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "summary.json").exists():
-        sets = [f"hamiltonian.V_min_meV={args.range[0]:g}", f"hamiltonian.V_max_meV={args.range[1]:g}", *system.overrides, *args.set]
-        cmd = _qernel() + ["train", "--preset", "moire-tiny", *[a for o in sets for a in ("--set", o)], "--out", str(run_dir)]
         _log(f"{name}: qernel train over {args.range[0]:g}–{args.range[1]:g} meV {' '.join(args.set)}")
-        t0 = time.time()
-        with open(work / f"vmc_{name}.log", "w") as log:
-            done = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
-        if done.returncode != 0:
-            raise SystemExit(f"{name}: training failed ({done.returncode}); see {work / f'vmc_{name}.log'}")
-        (work / f"vmc_{name}.json").write_text(json.dumps({"launch_to_exit_s": time.time() - t0, "protocol": args.set, "cmd": cmd}))
+        sets = [f"hamiltonian.V_min_meV={args.range[0]:g}", f"hamiltonian.V_max_meV={args.range[1]:g}", *system.overrides, *args.set]
+        _train(work, name, sets, args.set)
     out = work / f"exact_{name}.json"
     if not out.exists():
         depths = [d["V_meV"] for d in json.loads((run_dir / "summary.json").read_text())["depths"]]
         _log(f"{name}: qernel exact at {', '.join(f'{v:g}' for v in depths)} meV")
-        sets = [a for o in system.overrides for a in ("--set", o)]
-        cmd = _qernel() + ["exact", "--preset", "moire-tiny", *sets, "--depths", ",".join(f"{v!r}" for v in depths),
-                           "--bands", str(system.bands), "--out", str(out), "--quiet"]
-        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        _exact(out, system, depths)
 
 
 def family_rows(work: Path) -> list[dict]:

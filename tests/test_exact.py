@@ -116,14 +116,12 @@ def test_sector_spectra_equal_the_bit_string_hamiltonian(n_up, n_down):
 
 @pytest.mark.parametrize("n_up,n_down", [(3, 0), (2, 1)])
 def test_determinant_energies_are_the_diagonal_of_the_hamiltonian(n_up, n_down):
-    from qernel_cli.exact.diagonalise import determinant_energies
-
     problem = ExactProblem(FewElectrons(Supercell(2, 1), v=1.5, phi_deg=30.0, strength=4.0, n_up=n_up, n_down=n_down), n_bands=2, n_shells=3)
     lowest = np.inf
     for sector in problem.sectors():
         h = problem.hamiltonian(sector)
         diagonal = np.diag(h.dense())
-        np.testing.assert_allclose(determinant_energies(problem.space, h, problem.coulomb), diagonal.real, atol=1e-12)
+        np.testing.assert_allclose(problem.determinant_energies(sector), diagonal.real, atol=1e-12)
         assert np.ptp(diagonal.real - h.diagonal) > 1e-3  # the interaction moves the diagonal
         lowest = min(lowest, diagonal.real.min())
     assert problem.best_determinant() == pytest.approx(lowest, abs=1e-12)

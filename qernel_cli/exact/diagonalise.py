@@ -70,23 +70,6 @@ class SectorHamiltonian:
         return self(np.eye(self.sector.dimension, dtype=np.complex128))
 
 
-def determinant_energies(space: SpinOrbitals, h: SectorHamiltonian, coulomb: CoulombMatrix) -> Float[np.ndarray, " n"]:
-    """⟨s|H|s⟩ (E_M) for every basis state |s⟩ of the sector: each a single Slater determinant of band orbitals.
-
-    The one-body part and the Madelung constant are ``h.diagonal``; the pairs
-    i < j of occupied spin-orbitals add the direct minus exchange element
-    V_{s_i s_j s_i s_j} − δ_{σ_i σ_j} V_{s_j s_i s_i s_j}.
-    """
-    states = h.sector.states
-    out = h.diagonal.astype(np.float64).copy()
-    for i in range(states.shape[1]):
-        for j in range(i + 1, states.shape[1]):
-            a, b = space.orbital(states[:, i]), space.orbital(states[:, j])
-            same = space.spin(states[:, i]) == space.spin(states[:, j])
-            out += np.real(coulomb(a, b, a, b) - same * coulomb(b, a, a, b))
-    return out
-
-
 def lowest_state(h: SectorHamiltonian, seed: int = 0) -> tuple[float, Complex[np.ndarray, " n"]]:
     """Lowest eigenvalue (E_M) and its normalised eigenvector."""
     n = h.sector.dimension
@@ -165,11 +148,30 @@ class ExactProblem:
     def sectors(self) -> list[Sector]:
         return sectors(self.space, self.n_up, self.n_down)
 
-    def hamiltonian(self, sector: Sector) -> SectorHamiltonian:
+    def _one_body_diagonal(self, sector: Sector) -> Float[np.ndarray, " n"]:
+        """Band energies of each basis state plus the Madelung constant (E_M)."""
         energies = self.basis.energies[self.space.orbital(sector.states)].sum(axis=1)
-        diagonal = energies + self.coulomb.constant(self.n_electrons)
+        return energies + self.coulomb.constant(self.n_electrons)
+
+    def hamiltonian(self, sector: Sector) -> SectorHamiltonian:
         pairs = k_body_map(sector, self._pairs) if self._pairs else None
-        return SectorHamiltonian(sector, diagonal, pairs, self._pair_matrices)
+        return SectorHamiltonian(sector, self._one_body_diagonal(sector), pairs, self._pair_matrices)
+
+    def determinant_energies(self, sector: Sector) -> Float[np.ndarray, " n"]:
+        """⟨s|H|s⟩ (E_M) for every basis state |s⟩ of the sector: each a single Slater determinant of band orbitals.
+
+        The one-body diagonal and the Madelung constant, plus for the pairs
+        i < j of occupied spin-orbitals the direct minus exchange element
+        V_{s_i s_j s_i s_j} − δ_{σ_i σ_j} V_{s_j s_i s_i s_j} (no pair operator is built).
+        """
+        states, space = sector.states, self.space
+        out = self._one_body_diagonal(sector).astype(np.float64)
+        for i in range(states.shape[1]):
+            for j in range(i + 1, states.shape[1]):
+                a, b = space.orbital(states[:, i]), space.orbital(states[:, j])
+                same = space.spin(states[:, i]) == space.spin(states[:, j])
+                out += np.real(self.coulomb(a, b, a, b) - same * self.coulomb(b, a, a, b))
+        return out
 
     def best_determinant(self) -> float:
         """The lowest ⟨Φ|H|Φ⟩ (E_M) over the single Slater determinants Φ of this basis's band orbitals.
@@ -178,10 +180,7 @@ class ExactProblem:
         best one could do with one determinant of band orbitals (no orbital
         rotation, unlike Hartree–Fock).
         """
-        return min(
-            float(determinant_energies(self.space, self.hamiltonian(s), self.coulomb).min())
-            for s in self.sectors() if s.dimension
-        )
+        return min(float(self.determinant_energies(s).min()) for s in self.sectors() if s.dimension)
 
     def solve_sector(self, sector: Sector, seed: int = 0) -> SectorResult:
         h = self.hamiltonian(sector)

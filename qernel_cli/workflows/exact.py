@@ -2,8 +2,8 @@
 
 For every depth the band basis grows from the fewest bands that hold the
 electrons to ``--bands`` per momentum; each step's ground state (lowest over
-all momentum sectors) is a variational upper bound, and the last three are
-extrapolated (:mod:`qernel_cli.exact.band_sweep`). Energies are reported per
+all momentum sectors) is a variational upper bound, and the sweep is
+extrapolated with a power-law tail (:mod:`qernel_cli.exact.band_sweep`). Energies are reported per
 electron in meV, with the ground state's kinetic, moiré and interaction parts
 and its crystal momentum. The correlation energy per electron is the best
 single determinant of band orbitals (the lowest diagonal element of H in the
