@@ -205,6 +205,12 @@ class Wavefunction(eqx.Module):
         positions = jnp.asarray(positions, dtype=jnp.float64)
         return self.orbitals.matrices(self.hidden(positions, conditions), positions, self.normalise(conditions)[0])
 
+    def determinant_log_psi(self, positions: Float[Array, "n 2"], conditions: Float[Array, " n_conditions"]) -> Complex[Array, ""]:
+        """log of the determinant part alone (ψ without its Jastrow factors), complex128: what pre-training fits."""
+        positions = jnp.asarray(positions, dtype=jnp.float64)
+        logabs, phase = self.orbitals(self.hidden(positions, conditions), positions, self.normalise(conditions)[0])
+        return jax.lax.complex(logabs, phase)
+
     def log_psi_parts(
         self, positions: Float[Array, "n 2"], conditions: Float[Array, " n_conditions"]
     ) -> tuple[Float[Array, ""], Float[Array, ""]]:

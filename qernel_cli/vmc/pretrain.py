@@ -1,15 +1,19 @@
-"""Pre-training: fit ψ_θ(·; c) to the non-interacting Bloch determinant at each depth.
+"""Pre-training: fit the determinant part of ψ_θ(·; c) to the non-interacting Bloch determinant at each depth.
 
 Every step draws one depth per group (stratified over the training range),
 diagonalises the non-interacting moiré Hamiltonian by plane waves at each
 (:func:`qernel_cli.hamiltonian.bands.lowest_orbitals`) and samples each
 group's persistent walkers from |ψ_B(·; v_g)|². The loss is the infidelity
+of the model's determinant part D_θ (ψ_θ without its Jastrow factors, which
+keep their initial values: the cusps and no long-range correlation, so that
+VMC starts from a Slater–Jastrow state rather than from a Jastrow bent to
+undo the correlation the Bloch determinant lacks),
 
-    1 − F,   F = |E_B[ψ_θ/ψ_B]|² / E_B[|ψ_θ/ψ_B|²] = |⟨ψ_B|ψ_θ⟩|² / (⟨ψ_B|ψ_B⟩⟨ψ_θ|ψ_θ⟩),
+    1 − F,   F = |E_B[D_θ/ψ_B]|² / E_B[|D_θ/ψ_B|²] = |⟨ψ_B|D_θ⟩|² / (⟨ψ_B|ψ_B⟩⟨D_θ|D_θ⟩),
 
 averaged over groups. Unlike a fit of single orbitals it does not depend on
 the arbitrary phase of each Bloch state or on the choice inside a degenerate
-open shell, and it is invariant to the normalisation of ψ_θ. The samples
+open shell, and it is invariant to the normalisation of D_θ. The samples
 do not depend on θ, so autodiff of the estimate gives its exact gradient.
 """
 
@@ -118,7 +122,7 @@ def make_pretrain_step(
 
         def loss_fn(params):
             model = eqx.combine(params, static)
-            log_model = jax.vmap(jax.vmap(model, (0, None)), (0, 0))(walkers.positions, walkers.conditions)
+            log_model = jax.vmap(jax.vmap(model.determinant_log_psi, (0, None)), (0, 0))(walkers.positions, walkers.conditions)
             per_group = jax.vmap(infidelity)(log_model, log_bloch)
             return jnp.mean(per_group), per_group
 
