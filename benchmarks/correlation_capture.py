@@ -38,6 +38,7 @@ import argparse
 import dataclasses
 import json
 import math
+import tomllib
 import os
 import subprocess
 import sys
@@ -184,6 +185,18 @@ def combined(depths: list[dict]) -> tuple[float, float]:
     return mean, math.sqrt(sum(d["energy_error_meV"] ** 2 for d in depths)) / n
 
 
+def trained_protocol(run_dir: Path) -> dict:
+    """The settings of a training that decide how close it gets (from its stored config): optimiser, pre-training, Jastrows, walkers."""
+    config = tomllib.loads((run_dir / "config.toml").read_text())
+    model = config["model"]
+    return {
+        "optimizer": config["optimizer"],
+        "pretrain": config["pretrain"],
+        "walkers": config["sampler"]["walkers"],
+        "model": {k: model[k] for k in ("layers", "width", "determinants", "harmonics", "jastrow", "pair_jastrow_qmax") if k in model},
+    }
+
+
 def analyse(args: argparse.Namespace) -> dict:
     work = Path(args.work).resolve()
     rows = []
@@ -219,6 +232,7 @@ def analyse(args: argparse.Namespace) -> dict:
             "vmc_steps": summary["steps"],
             "launch_to_exit_min": meta["launch_to_exit_s"] / 60.0,
             "protocol": meta["protocol"],
+            "resolved": trained_protocol(summary_path.parent),
             "warnings": summary["warnings"],
         })
     family = family_rows(work)
