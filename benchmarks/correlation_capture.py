@@ -38,11 +38,11 @@ import argparse
 import dataclasses
 import json
 import math
-import tomllib
 import os
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -205,18 +205,22 @@ class Wavefunction(eqx.Module):
         positions = jnp.asarray(positions, dtype=jnp.float64)
         return self.orbitals.matrices(self.hidden(positions, conditions), positions, self.normalise(conditions)[0])
 
+    def _determinant_parts(
+        self, positions: Float[Array, "n 2"], conditions: Float[Array, " n_conditions"]
+    ) -> tuple[Float[Array, ""], Float[Array, ""]]:
+        """(log|D|, arg D) of the determinant part D (ψ without its Jastrow factors)."""
+        return self.orbitals(self.hidden(positions, conditions), positions, self.normalise(conditions)[0])
+
     def determinant_log_psi(self, positions: Float[Array, "n 2"], conditions: Float[Array, " n_conditions"]) -> Complex[Array, ""]:
         """log of the determinant part alone (ψ without its Jastrow factors), complex128: what pre-training fits."""
-        positions = jnp.asarray(positions, dtype=jnp.float64)
-        logabs, phase = self.orbitals(self.hidden(positions, conditions), positions, self.normalise(conditions)[0])
-        return jax.lax.complex(logabs, phase)
+        return jax.lax.complex(*self._determinant_parts(jnp.asarray(positions, dtype=jnp.float64), conditions))
 
     def log_psi_parts(
         self, positions: Float[Array, "n 2"], conditions: Float[Array, " n_conditions"]
     ) -> tuple[Float[Array, ""], Float[Array, ""]]:
         """(log|ψ|, arg ψ) as two real float64 scalars."""
         positions = jnp.asarray(positions, dtype=jnp.float64)
-        logabs, phase = self.orbitals(self.hidden(positions, conditions), positions, self.normalise(conditions)[0])
+        logabs, phase = self._determinant_parts(positions, conditions)
         if self.jastrow is not None:
             logabs = logabs + self.jastrow(positions)
         if self.pair_jastrow is not None:
