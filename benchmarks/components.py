@@ -9,8 +9,8 @@ after a warm-up call, ``block_until_ready``):
 per walker, the **forward pass** (what a Metropolis sweep evaluates)
   ``trunk`` (features, FiLM, attention, MoE), ``envelopes`` (Bloch-envelope
   plane-wave sums), ``head`` (orbital layer × envelopes, K determinants,
-  logsumexp: the envelopes included), ``cusp_jastrow``, ``pair_jastrow`` and
-  the whole ``log_psi``;
+  logsumexp: the envelopes included), ``cusp_jastrow``, ``pair_jastrow``,
+  ``radial_jastrow`` and the whole ``log_psi``;
 per walker, the **forward Laplacian + gradient** (what a local energy needs)
   ``trunk_jet``, ``envelope_jet``, ``head_jet`` (from the trunk jet; the
   envelope jet included), the Jastrow factors' closed forms and the whole
@@ -167,6 +167,8 @@ def profile(n: int, seed: int = 0, walkers: int | None = None, batch: int | None
         walker_part("cusp_jastrow", lambda p, xi, ci: m(p).jastrow(xi))
     if model.pair_jastrow is not None:
         walker_part("pair_jastrow", lambda p, xi, ci: m(p).pair_jastrow(xi, m(p).normalise(ci)))
+    if model.radial_jastrow is not None:
+        walker_part("radial_jastrow", lambda p, xi, ci: m(p).radial_jastrow(xi, m(p).normalise(ci)))
     walker_part("log_psi", lambda p, xi, ci: m(p)(xi, ci))
 
     # forward Laplacian
@@ -189,6 +191,8 @@ def profile(n: int, seed: int = 0, walkers: int | None = None, batch: int | None
         walker_part("cusp_jastrow_jet", lambda p, xi, ci: m(p).jastrow.laplacian_and_gradient(xi))
     if model.pair_jastrow is not None:
         walker_part("pair_jastrow_jet", lambda p, xi, ci: m(p).pair_jastrow.laplacian_and_gradient(xi, m(p).normalise(ci)))
+    if model.radial_jastrow is not None:
+        walker_part("radial_jastrow_jet", lambda p, xi, ci: m(p).radial_jastrow.laplacian_and_gradient(xi, m(p).normalise(ci)))
     walker_part("log_psi_laplacian", lambda p, xi, ci: m(p).forward_laplacian(xi, ci))
     if run.ewald is not None:
         ewald = run.ewald
@@ -277,12 +281,13 @@ def profile(n: int, seed: int = 0, walkers: int | None = None, batch: int | None
     lap = per_walker["log_psi_laplacian"]
     result["laplacian_fractions"] = {
         k: per_walker[k] / lap
-        for k in ("trunk_jet", "envelope_jet", "determinants_jet", "cusp_jastrow_jet", "pair_jastrow_jet")
+        for k in ("trunk_jet", "envelope_jet", "determinants_jet", "cusp_jastrow_jet", "pair_jastrow_jet", "radial_jastrow_jet")
         if k in per_walker
     }
     fwd = per_walker["log_psi"]
     result["forward_fractions"] = {
-        k: per_walker[k] / fwd for k in ("trunk", "envelopes", "determinants", "cusp_jastrow", "pair_jastrow") if k in per_walker
+        k: per_walker[k] / fwd for k in ("trunk", "envelopes", "determinants", "cusp_jastrow", "pair_jastrow", "radial_jastrow")
+        if k in per_walker
     }
     return result
 

@@ -193,7 +193,7 @@ def trained_protocol(run_dir: Path) -> dict:
         "optimizer": config["optimizer"],
         "pretrain": config["pretrain"],
         "walkers": config["sampler"]["walkers"],
-        "model": {k: model[k] for k in ("layers", "width", "determinants", "harmonics", "jastrow", "pair_jastrow_qmax") if k in model},
+        "model": {k: model[k] for k in ("layers", "width", "determinants", "harmonics", "jastrow", "pair_jastrow_qmax", "radial_jastrow") if k in model},
     }
 
 

@@ -85,7 +85,9 @@ class ModelConfig:
     another total momentum or break the translations, as a crystal does;
     ``envelope_bands`` is used only then);
     ``pair_jastrow_qmax``: cutoff (units of the shortest moiré reciprocal vector
-    |g|) of the c-conditioned plane-wave pair Jastrow (0: off).
+    |g|) of the c-conditioned plane-wave pair Jastrow (0: off);
+    ``radial_jastrow``: Gaussians exp(−d²/w_k²), w_k = 0.1·2^k a_M, per pair
+    type of the c-conditioned short-range radial pair Jastrow (0: off).
     """
 
     layers: int = 2
@@ -105,6 +107,7 @@ class ModelConfig:
     envelope_momenta: Literal["fixed", "mixed"] = "fixed"
     envelope_bands: int = 2
     pair_jastrow_qmax: float = 0.0
+    radial_jastrow: int = 0
     dtype: Literal["float32", "float64"] = "float64"
 
 
@@ -348,6 +351,8 @@ def validate(config: Config) -> None:
             raise ConfigError(f"model.{name}: must be a positive integer, got {getattr(md, name)!r}")
     if not 0.0 <= md.pair_jastrow_qmax <= 5.0:
         raise ConfigError(f"model.pair_jastrow_qmax: must be between 0 (off) and 5 (units of |g|), got {md.pair_jastrow_qmax!r}")
+    if not 0 <= md.radial_jastrow <= 8:
+        raise ConfigError(f"model.radial_jastrow: must be between 0 (off) and 8 Gaussians, got {md.radial_jastrow!r}")
     if md.envelope_momenta == "mixed" and md.envelope != "bloch":
         raise ConfigError('model.envelope_momenta: "mixed" mixes Bloch bands; it needs model.envelope = "bloch"')
     if md.envelope_momenta == "mixed" and max(config.electrons.n_up, config.electrons.n_down) > md.envelope_bands * config.supercell.L1 * config.supercell.L2:

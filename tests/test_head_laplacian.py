@@ -52,7 +52,9 @@ def _models():
     anchors, positions = _bloch_anchors(polarised, 4)
     return {
         "polarised, 3 dets, plane waves, cusp Jastrow": (polarised, _model(polarised, 4, 0, seed=1)),
-        "spinful 3+2, 3 dets, both Jastrows": (spinful, _model(spinful, 3, 2, seed=2, pair_jastrow_qmax=1.2)),
+        "spinful 3+2, 3 dets, all three Jastrows": (
+            spinful, _model(spinful, 3, 2, seed=2, pair_jastrow_qmax=1.2, radial_jastrow=3)
+        ),
         "one determinant, no Jastrow": (polarised, _model(polarised, 4, 0, seed=3, determinants=1, jastrow=False)),
         "depth-following Bloch envelopes": (
             polarised,
@@ -94,7 +96,7 @@ def test_matches_folx(name):
 
 
 def test_matches_hessian_trace():
-    cell, model = MODELS["spinful 3+2, 3 dets, both Jastrows"]
+    cell, model = MODELS["spinful 3+2, 3 dets, all three Jastrows"]
     x = _positions(cell, model.n_electrons, 8)
     lap, grad = eqx.filter_jit(laplacian_and_gradient)(model.at(C), x, "forward")
     lap_ref, grad_ref = eqx.filter_jit(laplacian_and_gradient)(model.at(C), x, "hessian")
@@ -119,7 +121,7 @@ def test_psi_zero_gives_finite_derivatives():
     rules see a huge but finite Laplacian; a head made singular on purpose
     (identical rows) hits the guard, which gives zero derivatives of that term.
     """
-    cell, model = MODELS["spinful 3+2, 3 dets, both Jastrows"]
+    cell, model = MODELS["spinful 3+2, 3 dets, all three Jastrows"]
     frac = np.random.default_rng(9).uniform(0.0, 1.0, (5, 2))
     x = jnp.asarray(frac @ cell.cell)
     x = x.at[1].set(x[0])
@@ -148,7 +150,7 @@ def test_envelope_jet_matches_autodiff():
 
 def test_local_energy_batch_uses_the_hand_written_rule_and_agrees():
     """The VMC path (``Wavefunction.at``) and the generic folx path give the same local energies."""
-    cell, model = MODELS["spinful 3+2, 3 dets, both Jastrows"]
+    cell, model = MODELS["spinful 3+2, 3 dets, all three Jastrows"]
     x = jnp.asarray(np.random.default_rng(11).uniform(0.0, 1.0, (3, 5, 2)) @ cell.cell)
 
     @eqx.filter_jit

@@ -304,3 +304,42 @@ def test_pair_jastrow_is_a_periodic_pair_sum_and_off_at_initialisation():
     lap_h, grad_h = laplacian_and_gradient(lambda y: pj(y, c), x, "hessian")
     np.testing.assert_allclose(lap_f, lap_h, rtol=1e-10)
     np.testing.assert_allclose(grad_f, grad_h, rtol=1e-10)
+
+
+def test_radial_jastrow_is_a_cusp_free_gaussian_pair_sum_and_off_at_initialisation():
+    import itertools
+
+    from qernel_cli.hamiltonian.local_energy import laplacian_and_gradient
+    from qernel_cli.model.radial_jastrow import RadialJastrow
+
+    cell = Supercell(3, 2)
+    rj = RadialJastrow(cell, 3, 2, 1, 3, key=jax.random.PRNGKey(0))
+    np.testing.assert_allclose(rj.widths, [0.1, 0.2, 0.4])
+    x = jax.random.uniform(jax.random.PRNGKey(1), (5, 2)) @ jnp.asarray(cell.cell)
+    c = jnp.array([0.3])
+    assert float(rj(x, c)) == 0.0  # zero-initialised output layer: pre-training is unaffected
+    rj = eqx.tree_at(lambda p: p.out.weight, rj, jax.random.normal(jax.random.PRNGKey(2), rj.out.weight.shape))
+    b = np.asarray(rj.coefficients(c))  # (2 types, 3 widths)
+    # Near coincidence (d ≈ |r| there) the pair function is Σ_k b_k exp(−r²/w_k²) of its pair type.
+    delta = jnp.array([0.03, -0.015])
+    for kind in (0, 1):
+        expected = np.sum(b[kind] * np.exp(-float(delta @ delta) / np.square(rj.widths)))
+        np.testing.assert_allclose(float(rj._pair(delta, jnp.asarray(b[kind]))), expected, rtol=1e-3)
+    # Cusp-free: log J is flat in r_ij at coincidence, so the cusp Jastrow's slope stays exact.
+    slope = jax.grad(lambda d: rj._pair(d, jnp.asarray(b[0])))
+    assert float(jnp.max(jnp.abs(slope(jnp.zeros(2))))) == 0.0
+    np.testing.assert_allclose(slope(jnp.array([2e-6, -1e-6])), 2.0 * slope(jnp.array([1e-6, -0.5e-6])), rtol=1e-6)
+    # A sum over pairs with the pair type's coefficients; periodic; symmetric under exchange within a spin.
+    spins = [0, 0, 0, 1, 1]
+    explicit = sum(float(rj._pair(x[i] - x[j], jnp.asarray(b[int(spins[i] != spins[j])]))) for i, j in itertools.combinations(range(5), 2))
+    np.testing.assert_allclose(float(rj(x, c)), explicit, rtol=1e-12)
+    shifted = x.at[2].add(jnp.asarray(cell.cell[0] - 2 * cell.cell[1]))
+    np.testing.assert_allclose(float(rj(shifted, c)), float(rj(x, c)), rtol=1e-12)
+    swapped = x[jnp.array([1, 0, 2, 4, 3])]
+    np.testing.assert_allclose(float(rj(swapped, c)), float(rj(x, c)), rtol=1e-12)
+    assert abs(float(rj(x, jnp.array([-0.7]))) - float(rj(x, c))) > 1e-6
+    # Its closed-form jet matches the Hessian trace.
+    lap_c, grad_c = rj.laplacian_and_gradient(x, c)
+    lap_h, grad_h = laplacian_and_gradient(lambda y: rj(y, c), x, "hessian")
+    np.testing.assert_allclose(lap_c, lap_h, rtol=1e-10)
+    np.testing.assert_allclose(grad_c, grad_h, rtol=1e-10, atol=1e-12)

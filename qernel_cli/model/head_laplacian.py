@@ -145,6 +145,9 @@ def log_psi_laplacian(
     if model.pair_jastrow is not None:
         lap_j, grad_j = model.pair_jastrow.laplacian_and_gradient(positions, c)
         lap_psi, grad_psi = lap_psi + lap_j, grad_psi + grad_j
+    if model.radial_jastrow is not None:
+        lap_j, grad_j = model.radial_jastrow.laplacian_and_gradient(positions, c)
+        lap_psi, grad_psi = lap_psi + lap_j, grad_psi + grad_j
     return lap_psi, grad_psi
 
 

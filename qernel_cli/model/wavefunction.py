@@ -37,6 +37,7 @@ from qernel_cli.model.features import PeriodicFeatures
 from qernel_cli.model.head_laplacian import log_psi_laplacian
 from qernel_cli.model.jastrow import CuspJastrow
 from qernel_cli.model.pair_jastrow import PairJastrow
+from qernel_cli.model.radial_jastrow import RadialJastrow
 from qernel_cli.model.linear import split
 from qernel_cli.model.moe import load_balance
 from qernel_cli.model.orbitals import BandStates, BlochOrbitals, GeneralisedOrbitals
@@ -52,6 +53,7 @@ class Wavefunction(eqx.Module):
     orbitals: GeneralisedOrbitals
     jastrow: CuspJastrow | None
     pair_jastrow: PairJastrow | None
+    radial_jastrow: RadialJastrow | None
     supercell: Supercell = eqx.field(static=True)
     n_up: int = eqx.field(static=True)
     n_down: int = eqx.field(static=True)
@@ -86,6 +88,7 @@ class Wavefunction(eqx.Module):
         envelope_interpolation: str = "smooth",
         band_states: Sequence[BandStates] | None = None,
         pair_jastrow_qmax: float = 0.0,
+        radial_jastrow: int = 0,
         dtype: str = "float64",
         key: PRNGKeyArray,
     ):
@@ -120,6 +123,8 @@ class Wavefunction(eqx.Module):
                 keeps its Bloch momentum.
             pair_jastrow_qmax: cutoff (units of |g|) of the c-conditioned
                 plane-wave pair Jastrow (0: none); see ``model.pair_jastrow``.
+            radial_jastrow: Gaussians per pair type of the c-conditioned
+                short-range radial pair Jastrow (0: none); see ``model.radial_jastrow``.
             dtype: "float32" or "float64" for the trunk.
         """
         if n_up < 0 or n_down < 0 or n_up + n_down < 1:
@@ -166,6 +171,11 @@ class Wavefunction(eqx.Module):
         self.jastrow = CuspJastrow(supercell, n_up, n_down, coulomb_strength) if jastrow else None
         self.pair_jastrow = (
             PairJastrow(supercell, n_conditions, pair_jastrow_qmax, key=jax.random.fold_in(key, 7)) if pair_jastrow_qmax > 0 else None
+        )
+        self.radial_jastrow = (
+            RadialJastrow(supercell, n_up, n_down, n_conditions, radial_jastrow, key=jax.random.fold_in(key, 11))
+            if radial_jastrow > 0
+            else None
         )
         self.supercell = supercell
         self.n_up, self.n_down = int(n_up), int(n_down)
@@ -225,6 +235,8 @@ class Wavefunction(eqx.Module):
             logabs = logabs + self.jastrow(positions)
         if self.pair_jastrow is not None:
             logabs = logabs + self.pair_jastrow(positions, self.normalise(conditions))
+        if self.radial_jastrow is not None:
+            logabs = logabs + self.radial_jastrow(positions, self.normalise(conditions))
         return logabs, phase
 
     def __call__(self, positions: Float[Array, "n 2"], conditions: Float[Array, " n_conditions"]) -> Complex[Array, ""]:
@@ -371,6 +383,7 @@ def make_wavefunction(
         film_hidden=m.film_hidden,
         jastrow=m.jastrow,
         pair_jastrow_qmax=m.pair_jastrow_qmax,
+        radial_jastrow=m.radial_jastrow,
         coulomb_strength=coulomb,
         envelope_shells=envelope_shells,
         orbitals=orbitals,
