@@ -129,7 +129,12 @@ class SamplerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    """Optimiser: SPRING natural gradient (default) or Adam; learning rate schedule lr/(1 + step/decay)."""
+    """Optimiser: SPRING natural gradient (default) or Adam; learning rate schedule lr/(1 + step/decay).
+
+    The gradient sees local energies clipped to median ± ``clip_mad``·MAD per
+    depth group, MAD the median (``clip_deviation = "median"``) or the mean
+    (``"mean"``, FermiNet's convention, wider for heavy tails) of |E_L − median|.
+    """
 
     name: Literal["spring", "adam"] = "spring"
     learning_rate: float = 0.005
@@ -138,6 +143,7 @@ class OptimizerConfig:
     momentum: float = 0.9
     max_norm: float = 0.1
     clip_mad: float = 5.0
+    clip_deviation: Literal["median", "mean"] = "median"
 
 
 @dataclasses.dataclass(frozen=True)

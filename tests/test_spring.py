@@ -110,6 +110,24 @@ def test_clipping_and_norm_constraint():
     assert np.allclose(small, 1e-9 * d)
 
 
+def test_mean_deviation_clip_window_is_wider_for_heavy_tails():
+    """clip_deviation="mean": median ± n·mean|E − median| (FermiNet's window), which keeps a moderate tail the median one cuts."""
+    e = jnp.asarray([[0.0, 0.1, -0.1, 0.05, -0.05, 0.0, 3.0, 40.0]])
+    spread = np.abs(np.asarray(e[0]) - 0.025)  # median of the 8 values: 0.025
+    median_window = 0.025 + 5 * np.median(spread)
+    mean_window = 0.025 + 5 * np.mean(spread)
+    assert median_window < 3.0 < mean_window < 40.0  # so the two windows differ on the 3.0
+    by_median = np.asarray(clip_local_energy(e, 5.0, "median"))[0]
+    by_mean = np.asarray(clip_local_energy(e, 5.0, "mean"))[0]
+    assert by_median[6] == pytest.approx(median_window) and by_median[7] == pytest.approx(median_window)
+    assert by_mean[6] == 3.0 and by_mean[7] == pytest.approx(mean_window)
+    np.testing.assert_array_equal(by_mean[:6], np.asarray(e[0, :6]))
+    assert float(clipped_fraction(e, 5.0, "mean")[0]) == pytest.approx(1 / 8)
+    assert float(clipped_fraction(e, 5.0, "median")[0]) == pytest.approx(2 / 8)
+    eps = np.asarray(energy_residuals(e, 5.0, "mean"))[0]
+    np.testing.assert_allclose(-eps.real, by_mean - by_mean.mean(), atol=1e-14)
+
+
 def test_both_parts_of_the_local_energy_are_clipped_in_the_residuals():
     """An outlier of Im E_L (near a node of a complex ψ) is clipped like one of Re E_L, each part to its own median ± n·MAD."""
     re = np.asarray([0.0, 1.0, -1.0, 0.5, 0.2])

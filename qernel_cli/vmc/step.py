@@ -56,6 +56,7 @@ class Hyper:
     clip_mad: float
     mcmc_steps: int
     target_acceptance: float
+    clip_deviation: str = "median"  # MAD of the clip window: median or mean |E_L − median|
     lattice_hops: bool = False
     walker_chunk: int = 0  # walkers per chunk for local energies and log-derivatives (0: all at once)
     matmul_dtype: str = "float64"  # precision of SPRING's O(n² P) products ("float32" for float32 models)
@@ -254,7 +255,7 @@ def vmc_step(
     energies = jax.tree.map(gather, local)
     e_total = energies.total if fault is None else energies.total + fault
     e_loc = e_total + 1j * energies.kinetic_imag
-    residual = spring.local_rows(spring.energy_residuals(e_loc, hyper.clip_mad), axis)
+    residual = spring.local_rows(spring.energy_residuals(e_loc, hyper.clip_mad, hyper.clip_deviation), axis)
     flat, unravel = ravel_pytree(state.params)
     lr = learning_rate(hyper, state.step)
     if hyper.optimizer == "spring":
@@ -282,7 +283,7 @@ def vmc_step(
         "potential": jnp.mean(energies.potential, axis=1),
         "interaction": jnp.mean(energies.interaction, axis=1),
         "acceptance": acceptance,
-        "clipped_fraction": spring.clipped_fraction(e_loc, hyper.clip_mad),
+        "clipped_fraction": spring.clipped_fraction(e_loc, hyper.clip_mad, hyper.clip_deviation),
         "move_width": walkers.width,
         "learning_rate": lr,
         "update_norm": jnp.linalg.norm(update),

@@ -121,6 +121,7 @@ def build(config: Config) -> Run:
         momentum=op.momentum,
         max_norm=op.max_norm,
         clip_mad=op.clip_mad,
+        clip_deviation=op.clip_deviation,
         mcmc_steps=config.sampler.steps_per_iteration,
         target_acceptance=config.sampler.target_acceptance,
         lattice_hops=config.sampler.lattice_hops,
