@@ -156,6 +156,7 @@ def family_rows(work: Path) -> list[dict]:
                 "vmc_meV": d["energy_per_electron_meV"], "vmc_error_meV": d["energy_error_meV"],
                 "captured_fraction": f, "captured_fraction_error": f_err,
                 "vmc_steps": summary["steps"], "launch_to_exit_min": meta["launch_to_exit_s"] / 60.0, "protocol": meta["protocol"],
+                "resolved": trained_protocol(summary_path.parent), "warnings": summary["warnings"],
             })
     return rows
 
