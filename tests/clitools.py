@@ -84,7 +84,7 @@ def error_line(done: subprocess.CompletedProcess, code: int = 2) -> str:
 TINY_RUN = [
     "model.layers=1", "model.width=16", "model.heads=2", "model.kv_heads=1", "model.mlp_width=16", "model.experts=2",
     "model.determinants=1", "model.film_hidden=8", "model.harmonics=1", "model.envelope_shells=2", "model.envelope_anchors=1",
-    "model.pair_jastrow_qmax=0", "sampler.walkers=16", "sampler.burn_in=10", "sampler.steps_per_iteration=2",
+    "model.pair_jastrow_qmax=0", "model.radial_jastrow=0", "sampler.walkers=16", "sampler.burn_in=10", "sampler.steps_per_iteration=2",
     "training.depths_per_step=2", "pretrain.steps=2", "training.evaluate_start=false", "training.evaluate_blocks=2",
     "hamiltonian.coulomb=false",
 ]

@@ -107,7 +107,7 @@ def test_the_tutorial_has_the_steps_it_promises():
 
 QUICK_MODEL = (
     "layers=1", "width=16", "heads=2", "kv_heads=1", "mlp_width=16", "film_hidden=8", "determinants=1", "harmonics=1",
-    "envelope_shells=2", "envelope_anchors=1", "pair_jastrow_qmax=0",
+    "envelope_shells=2", "envelope_anchors=1", "pair_jastrow_qmax=0", "radial_jastrow=0",
 )
 """The quick run's model: the tests' tiny one (``clitools.TINY_RUN``), quick to compile even with the Ewald sum."""
 
