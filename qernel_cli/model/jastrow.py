@@ -19,6 +19,7 @@ learnable length (a_M), one per pair type. U = 0 switches the factor off.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -54,6 +55,20 @@ def periodic_distance(displacements: Float[Array, "... 2"], supercell: Supercell
     cell = supercell.cell
     to_fractional = supercell.reciprocal.T / (2.0 * np.pi)
     return safe_norm_from_square(periodic_distance_squared(displacements, to_fractional, cell @ cell.T))
+
+
+def pair_sum_jet(
+    pair: Callable[..., Float[Array, ""]], positions: Float[Array, "n 2"], i: np.ndarray, j: np.ndarray, *per_pair: Array
+) -> tuple[Float[Array, ""], Float[Array, "n 2"]]:
+    """(∇², ∇) of Σ_p pair(r_{i_p} − r_{j_p}, *per_pair[p]) over all positions, pair by pair.
+
+    For f(δ) with δ = r_i − r_j: ∇_i f = ∇f, ∇_j f = −∇f, ∇²_i f + ∇²_j f = 2 ∇²f.
+    """
+    deltas = positions[i] - positions[j]
+    gradient = jax.vmap(jax.grad(pair))(deltas, *per_pair)  # (pairs, 2)
+    hessian = jax.vmap(jax.hessian(pair))(deltas, *per_pair)  # (pairs, 2, 2)
+    total = jnp.zeros_like(positions).at[i].add(gradient).at[j].add(-gradient)
+    return 2.0 * jnp.sum(jnp.trace(hessian, axis1=-2, axis2=-1)), total
 
 
 class CuspJastrow(eqx.Module):
@@ -105,10 +120,7 @@ class CuspJastrow(eqx.Module):
         return jnp.sum(self.pair_function(safe_norm_from_square(d2), parallel))
 
     def laplacian_and_gradient(self, positions: Float[Array, "n 2"]) -> tuple[Float[Array, ""], Float[Array, "n 2"]]:
-        """(∇² log J, ∇ log J) in 1/a_M², 1/a_M: pair by pair, each a function of r_i − r_j only.
-
-        For f(δ) with δ = r_i − r_j: ∇_i f = ∇f, ∇_j f = −∇f, ∇²_i f + ∇²_j f = 2 ∇²f.
-        """
+        """(∇² log J, ∇ log J) in 1/a_M², 1/a_M: pair by pair, each a function of r_i − r_j only."""
         i, j, parallel = self.pairs()
         positions = jnp.asarray(positions, dtype=jnp.float64)
         if self.coulomb_strength == 0.0 or len(i) == 0:
@@ -121,8 +133,4 @@ class CuspJastrow(eqx.Module):
             d = safe_norm_from_square(periodic_distance_squared(delta, to_fractional, metric))
             return -slope * length**2 / (length + d)
 
-        deltas = positions[i] - positions[j]
-        gradient = jax.vmap(jax.grad(pair))(deltas, slope, length)  # (pairs, 2)
-        hessian = jax.vmap(jax.hessian(pair))(deltas, slope, length)  # (pairs, 2, 2)
-        total = jnp.zeros_like(positions).at[i].add(gradient).at[j].add(-gradient)
-        return 2.0 * jnp.sum(jnp.trace(hessian, axis1=-2, axis2=-1)), total
+        return pair_sum_jet(pair, positions, i, j, slope, length)

@@ -25,7 +25,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from qernel_cli.lattice import Supercell
 from qernel_cli.model.features import static_matrix
-from qernel_cli.model.jastrow import periodic_distance_squared
+from qernel_cli.model.jastrow import pair_sum_jet, periodic_distance_squared
 
 SMALLEST_WIDTH = 0.1
 """w_0 (a_M): the narrowest Gaussian; the others double from it."""
@@ -93,9 +93,4 @@ class RadialJastrow(eqx.Module):
         positions = jnp.asarray(positions, jnp.float64)
         if len(i) == 0:
             return jnp.zeros((), jnp.float64), jnp.zeros_like(positions)
-        b = self.coefficients(conditions)[kind]
-        deltas = positions[i] - positions[j]
-        gradient = jax.vmap(jax.grad(self._pair))(deltas, b)
-        hessian = jax.vmap(jax.hessian(self._pair))(deltas, b)
-        total = jnp.zeros_like(positions).at[i].add(gradient).at[j].add(-gradient)
-        return 2.0 * jnp.sum(jnp.trace(hessian, axis1=-2, axis2=-1)), total
+        return pair_sum_jet(self._pair, positions, i, j, self.coefficients(conditions)[kind])
