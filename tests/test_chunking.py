@@ -24,26 +24,36 @@ def run_and_state():
     return run, initial_state(run, jax.random.PRNGKey(3))
 
 
-def test_chunked_energies_and_log_derivatives_equal_unchunked(run_and_state):
-    run, state = run_and_state
+@pytest.fixture(scope="module")
+def four_groups():
+    run = build(resolve("moire-tiny", [*SMALL, "sampler.walkers=24", "training.depths_per_step=4"]))
+    return run, initial_state(run, jax.random.PRNGKey(3))
+
+
+def test_chunked_energies_and_log_derivatives_equal_unchunked(four_groups):
+    """4 groups of 6 walkers. Chunks of 3 lie inside the groups and 12 hold two whole groups (c shared by the
+    chunk's walkers of a group); 5 and 7 straddle groups and leave a remainder (c per walker)."""
+    run, state = four_groups
     energies = jax.jit(
         lambda params, walkers, chunk: local_energies(eqx.combine(params, run.static), walkers, run.physics, run.ewald, chunk),
         static_argnums=2,
     )
     full = energies(state.params, state.walkers, 0)
-    chunked = energies(state.params, state.walkers, 5)  # 24 walkers: chunks of 5 and a remainder
-    for name in ("total", "kinetic", "kinetic_imag", "potential", "interaction"):
-        np.testing.assert_allclose(getattr(chunked, name), getattr(full, name), rtol=1e-11, atol=1e-11)
+    for chunk in (3, 5, 12):
+        chunked = energies(state.params, state.walkers, chunk)
+        for name in ("total", "kinetic", "kinetic_imag", "potential", "interaction"):
+            np.testing.assert_allclose(getattr(chunked, name), getattr(full, name), rtol=1e-11, atol=1e-11)
     jacobian = jax.jit(lambda params, walkers, chunk: log_derivatives(params, run.static, walkers, chunk), static_argnums=2)
     jac_full = spring.flat_rows(jacobian(state.params, state.walkers, 0))
-    jac_chunked = spring.flat_rows(jacobian(state.params, state.walkers, 7))
-    assert jac_full.shape == (2, 12, 2, sum(x.size for x in jax.tree.leaves(state.params)))
-    np.testing.assert_allclose(jac_chunked, jac_full, rtol=1e-11, atol=1e-11)
+    assert jac_full.shape == (4, 6, 2, sum(x.size for x in jax.tree.leaves(state.params)))
+    for chunk in (3, 7, 12):
+        jac_chunked = spring.flat_rows(jacobian(state.params, state.walkers, chunk))
+        np.testing.assert_allclose(jac_chunked, jac_full, rtol=1e-11, atol=1e-11)
     # The Adam gradient (one reverse pass, chunked or not) equals the one from per-sample rows.
     rng = np.random.default_rng(0)
-    eps = spring.energy_residuals(jnp.asarray(rng.normal(size=(2, 12)) + 0.3j * rng.normal(size=(2, 12))), 1e9)
+    eps = spring.energy_residuals(jnp.asarray(rng.normal(size=(4, 6)) + 0.3j * rng.normal(size=(4, 6))), 1e9)
     rows = spring.energy_gradient(jac_full, eps)
-    for chunk in (0, 5):
+    for chunk in (0, 3, 5, 12):
         one_pass = jax.jit(lambda params, walkers: energy_gradient(params, run.static, walkers, eps, chunk))(state.params, state.walkers)
         np.testing.assert_allclose(one_pass, rows, rtol=1e-9, atol=1e-12 * float(jnp.max(jnp.abs(rows))))
 

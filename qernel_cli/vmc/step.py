@@ -108,16 +108,38 @@ def _map_walkers(fn: Callable, positions: Array, conditions: Array, chunk: int) 
 
     Chunking bounds the memory of the per-walker intermediates (forward
     Laplacian, per-sample gradients) for any walker count; results are the
-    same as one vmap over all walkers.
+    same as one vmap over all walkers. The walkers of a group share their
+    conditions, so wherever a chunk lies within a group (or holds whole
+    groups) ``fn`` is vmapped with c unbatched: everything that depends on c
+    alone (FiLM, the MoE gate and its weighted experts, interpolated envelope
+    and Jastrow coefficients) is computed once per group, and products with
+    c-dependent weights are one matrix product over the group's walkers
+    instead of one per walker.
     """
     g, w = positions.shape[:2]
+
+    def per_group(x, c):
+        return jax.vmap(fn, in_axes=(0, None))(x, c)
+
+    def regroup(out, leading):
+        return jax.tree.map(lambda y: y.reshape(g, w, *y.shape[leading:]), out)
+
+    if chunk <= 0 or chunk >= g * w:
+        return jax.vmap(per_group)(positions, conditions)
+    if w % chunk == 0:  # chunks inside the groups
+        pieces = w // chunk
+        xs = positions.reshape(g * pieces, chunk, *positions.shape[2:])
+        cs = jnp.repeat(conditions, pieces, axis=0)
+        return regroup(jax.lax.map(lambda xc: per_group(*xc), (xs, cs)), 2)
+    if chunk % w == 0 and g % (chunk // w) == 0:  # whole groups per chunk
+        q = chunk // w
+        xs = positions.reshape(g // q, q, w, *positions.shape[2:])
+        cs = conditions.reshape(g // q, q, *conditions.shape[1:])
+        return regroup(jax.lax.map(lambda xc: jax.vmap(per_group)(*xc), (xs, cs)), 3)
     flat_x = positions.reshape(g * w, *positions.shape[2:])
     flat_c = jnp.repeat(conditions, w, axis=0)
-    if chunk <= 0 or chunk >= g * w:
-        out = jax.vmap(fn)(flat_x, flat_c)
-    else:
-        out = jax.lax.map(lambda xc: fn(*xc), (flat_x, flat_c), batch_size=chunk)
-    return jax.tree.map(lambda y: y.reshape(g, w, *y.shape[1:]), out)
+    out = jax.lax.map(lambda xc: fn(*xc), (flat_x, flat_c), batch_size=chunk)
+    return regroup(out, 1)
 
 
 def local_energies(
