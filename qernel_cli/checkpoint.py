@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from qernel_cli.atomic import TMP_SUFFIX, replace_file
 from qernel_cli.errors import QernelError, os_reason
 
 FORMAT = "qernel-checkpoint/1"
-TMP_SUFFIX = ".tmp"
 
 
 class CheckpointError(QernelError):
@@ -50,26 +48,11 @@ def save(path: Path, tree: Any, header: dict[str, Any]) -> None:
     meta = json.dumps({"format": FORMAT, "names": names, "header": header})
     buffer = io.BytesIO()
     np.savez(buffer, __meta__=np.frombuffer(meta.encode(), dtype=np.uint8), **arrays)
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=TMP_SUFFIX, dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException as error:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(error, OSError):
-            kept = "the previous checkpoint is intact" if path.exists() else "no checkpoint was written"
-            raise CheckpointError(f"cannot write checkpoint {path}: {os_reason(error)}; {kept}") from None
-        raise
+        replace_file(path, buffer.getvalue())
+    except OSError as error:
+        kept = "the previous checkpoint is intact" if path.exists() else "no checkpoint was written"
+        raise CheckpointError(f"cannot write checkpoint {path}: {os_reason(error)}; {kept}") from None
 
 
 def remove_stale_temporaries(path: Path) -> list[Path]:

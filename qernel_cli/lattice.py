@@ -13,7 +13,7 @@ import math
 
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 SQRT3 = math.sqrt(3.0)
 
@@ -24,6 +24,24 @@ MOIRE_VECTORS = np.array([[1.0, 0.0], [0.5, SQRT3 / 2.0]])
 def reciprocal_vectors(cell: Float[np.ndarray, "2 2"]) -> Float[np.ndarray, "2 2"]:
     """Rows b_j with cell[i]·b_j = 2π δ_ij (inverse length units of ``cell``)."""
     return 2.0 * np.pi * np.linalg.inv(np.asarray(cell, dtype=np.float64)).T
+
+
+def points_in_disc(
+    basis: Float[np.ndarray, "2 2"], radius: float
+) -> tuple[Float[np.ndarray, "M 2"], Int[np.ndarray, "M 2"]]:
+    """Every lattice point p = m_1 basis[0] + m_2 basis[1] with |p| ≤ radius, and its labels (m_1, m_2).
+
+    The origin included; ordered by m_1, then m_2 (callers sort as they need).
+    A relative tolerance of 1e-12 keeps points on the circle.
+    """
+    basis = np.asarray(basis, dtype=np.float64)
+    # |m_1 B_1 + m_2 B_2| ≥ σ_min(B)·|m|, so this square of labels holds the disc.
+    span = int(np.ceil(radius / np.linalg.svd(basis, compute_uv=False)[-1])) + 1
+    m = np.arange(-span, span + 1)
+    labels = np.stack(np.meshgrid(m, m, indexing="ij"), axis=-1).reshape(-1, 2)
+    points = labels @ basis
+    keep = np.linalg.norm(points, axis=-1) <= radius * (1 + 1e-12)
+    return points[keep], labels[keep]
 
 
 MOIRE_RECIPROCAL = reciprocal_vectors(MOIRE_VECTORS)

@@ -15,12 +15,11 @@ old one) in well under a second, before the numerics are loaded.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from qernel_cli import checkpoint, store
+from qernel_cli.atomic import replace_file
 from qernel_cli.config import Config, from_dict, read_toml
 from qernel_cli.errors import QernelError, os_reason
 
@@ -124,16 +123,8 @@ def prepare(out_dir: Path, config: Config | None, *, resume: bool, force: bool, 
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a synced temporary file: readers see the old file or the whole new one."""
-    tmp = None
+    """Write ``text`` (UTF-8) to ``path`` atomically (``atomic.replace_file``): readers see the old file or the whole new one."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_file(path, text.encode("utf-8"))
     except OSError as error:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
         raise RunError(f"cannot write {path}: {os_reason(error)}") from None

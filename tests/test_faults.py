@@ -25,7 +25,7 @@ import pytest
 import zarr
 from clitools import error_line, tree_hashes
 
-from qernel_cli import checkpoint, samples, store
+from qernel_cli import atomic, checkpoint, samples, store
 
 
 def _popen(args, env):
@@ -296,7 +296,7 @@ def test_checkpoint_write_on_a_full_disk_keeps_the_previous_one(tmp_path, monkey
     tree = {"a": np.arange(5.0), "step": np.int64(1)}
     checkpoint.save(path, tree, {"step": 1})
     before = path.read_bytes()
-    monkeypatch.setattr(checkpoint.os, "fsync", _enospc)
+    monkeypatch.setattr(atomic.os, "fsync", _enospc)
     with pytest.raises(checkpoint.CheckpointError) as info:
         checkpoint.save(path, {"a": np.arange(5.0) + 1, "step": np.int64(2)}, {"step": 2})
     assert str(info.value) == f"cannot write checkpoint {path}: no space left on device; the previous checkpoint is intact"

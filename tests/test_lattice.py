@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qernel_cli.lattice import MOIRE_G, MOIRE_RECIPROCAL, MOIRE_VECTORS, Supercell, minimum_image
+from qernel_cli.lattice import MOIRE_G, MOIRE_RECIPROCAL, MOIRE_VECTORS, Supercell, minimum_image, points_in_disc
 
 
 def test_moire_reciprocal_vectors():
@@ -56,3 +56,18 @@ def test_wrap_and_minimum_image_against_brute_force():
 def test_supercell_rejects_bad_sizes(bad):
     with pytest.raises(ValueError, match="supercell.L1"):
         Supercell(bad, 3)
+
+
+@pytest.mark.parametrize("cell", [(1, 1), (3, 3), (6, 2)])
+@pytest.mark.parametrize("radius", [0.0, 3.0, 7.255197456936871, 20.0])
+def test_points_in_disc_are_exactly_the_lattice_points_inside(cell, radius):
+    """Against a brute-force scan of a much larger square of labels; points on the circle (|g| = 4π/√3 ≈ 7.2552) count."""
+    basis = Supercell(*cell).reciprocal
+    points, labels = points_in_disc(basis, radius)
+    np.testing.assert_allclose(points, labels @ basis)
+    m = np.arange(-60, 61)
+    every = np.stack(np.meshgrid(m, m, indexing="ij"), axis=-1).reshape(-1, 2)
+    inside = every[np.linalg.norm(every @ basis, axis=-1) <= radius * (1 + 1e-12)]
+    assert sorted(map(tuple, labels.tolist())) == sorted(map(tuple, inside.tolist()))
+    assert (0, 0) in set(map(tuple, labels.tolist()))
+    assert set(map(tuple, (-labels).tolist())) == set(map(tuple, labels.tolist()))

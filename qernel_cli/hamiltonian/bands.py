@@ -35,7 +35,7 @@ import scipy.linalg
 from jaxtyping import Array, Complex, Float
 
 from qernel_cli import linalg
-from qernel_cli.lattice import MOIRE_RECIPROCAL, Supercell
+from qernel_cli.lattice import MOIRE_RECIPROCAL, Supercell, points_in_disc
 
 __all__ = [
     "RESIDUAL_TOL",
@@ -72,15 +72,9 @@ def plane_wave_basis(n_shells: int) -> Float[np.ndarray, "n_G 2"]:
     """
     if not isinstance(n_shells, (int, np.integer)) or isinstance(n_shells, bool) or n_shells < 0:
         raise ValueError(f"n_shells must be a non-negative integer, got {n_shells!r}")
-    # |m1 b1 + m2 b2| ≥ (√3/2)|b| max(|m1|, |m2|), so this range contains the disc.
-    span = int(np.ceil(2.0 * n_shells / np.sqrt(3.0))) + 1
-    m = np.arange(-span, span + 1)
-    m1, m2 = np.meshgrid(m, m, indexing="ij")
-    G = np.stack([m1.ravel(), m2.ravel()], axis=-1) @ MOIRE_RECIPROCAL
     b2 = float(MOIRE_RECIPROCAL[0] @ MOIRE_RECIPROCAL[0])
-    norm2 = np.sum(G**2, axis=-1) / b2  # |G|²/|b|² is an integer m1² + m1 m2 + m2²
-    keep = norm2 <= n_shells**2 + 1e-6
-    G, norm2 = G[keep], np.round(norm2[keep])
+    G, _ = points_in_disc(MOIRE_RECIPROCAL, n_shells * np.sqrt(b2))
+    norm2 = np.round(np.sum(G**2, axis=-1) / b2)  # |G|²/|b|² is an integer m1² + m1 m2 + m2²
     angle = np.round(np.arctan2(G[:, 1], G[:, 0]), 10)
     return G[np.lexsort((angle, norm2))]
 

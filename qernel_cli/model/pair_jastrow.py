@@ -23,21 +23,16 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from qernel_cli.lattice import MOIRE_G, Supercell
+from qernel_cli.lattice import MOIRE_G, Supercell, points_in_disc
 from qernel_cli.model.features import static_matrix
 
 
 def half_plane_shells(supercell: Supercell, q_max: float) -> tuple[np.ndarray, np.ndarray]:
     """Wave vectors q (one of each ±q pair) with 0 < |q| ≤ q_max and the shell index of each."""
-    B = supercell.reciprocal
-    span = int(np.ceil(q_max / np.linalg.svd(B, compute_uv=False)[-1])) + 1
-    m = np.arange(-span, span + 1)
-    labels = np.stack(np.meshgrid(m, m, indexing="ij"), axis=-1).reshape(-1, 2)
+    q, labels = points_in_disc(supercell.reciprocal, q_max)
     upper = (labels[:, 0] > 0) | ((labels[:, 0] == 0) & (labels[:, 1] > 0))
-    q = labels[upper] @ B
+    q = q[upper]
     norm = np.linalg.norm(q, axis=-1)
-    keep = norm <= q_max * (1 + 1e-12)
-    q, norm = q[keep], norm[keep]
     _, shell = np.unique(np.round(norm, 8), return_inverse=True)
     return q, shell.astype(np.int32)
 

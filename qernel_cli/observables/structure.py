@@ -34,7 +34,7 @@ import itertools
 import numpy as np
 from jaxtyping import Complex, Float, Int
 
-from qernel_cli.lattice import MOIRE_RECIPROCAL, Supercell, reduce_basis
+from qernel_cli.lattice import MOIRE_RECIPROCAL, Supercell, points_in_disc, reduce_basis
 from qernel_cli.observables.blocking import (
     CHUNK_ELEMENTS,
     Moments,
@@ -68,15 +68,10 @@ def supercell_q_vectors(
 
     Ordered by |q|, then by angle in [-π, π); closed under q → −q.
     """
-    B = supercell.reciprocal
-    # |m1 B1 + m2 B2| ≥ λ_min·|m| with λ_min the smallest singular value of B.
-    span = int(np.ceil(q_max / np.linalg.svd(B, compute_uv=False)[-1])) + 1
-    m = np.arange(-span, span + 1)
-    labels = np.stack(np.meshgrid(m, m, indexing="ij"), axis=-1).reshape(-1, 2)
-    q = labels @ B
+    q, labels = points_in_disc(supercell.reciprocal, q_max)
+    keep = np.any(labels != 0, axis=-1)
+    q, labels = q[keep], labels[keep]
     norm = np.linalg.norm(q, axis=-1)
-    keep = (norm <= q_max * (1 + 1e-12)) & np.any(labels != 0, axis=-1)
-    q, labels, norm = q[keep], labels[keep], norm[keep]
     order = np.lexsort((np.round(np.arctan2(q[:, 1], q[:, 0]), 10), np.round(norm, 10)))
     return q[order], labels[order]
 

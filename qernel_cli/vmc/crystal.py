@@ -26,7 +26,7 @@ from jaxtyping import Float
 from qernel_cli.hamiltonian.bands import Orbitals
 from qernel_cli.hamiltonian.ewald import ewald_energy
 from qernel_cli.hamiltonian.potential import moire_potential
-from qernel_cli.lattice import MOIRE_VECTORS, Supercell
+from qernel_cli.lattice import MOIRE_VECTORS, Supercell, points_in_disc
 from qernel_cli.observables.sites import moire_sites, potential_minimum
 
 WIDTH_BOUNDS = (0.05, 0.3)
@@ -90,12 +90,7 @@ def oscillator_width(v: float, phi_deg: float) -> float:
 def crystal_orbitals(supercell: Supercell, sites: np.ndarray, width: float) -> Orbitals:
     """Periodic Gaussians of amplitude width ``width`` (a_M) on ``sites``, as plane-wave orbitals (k = 0)."""
     g_max = 5.0 / width  # the spectrum e^{-G²s²/2} is below 4e-6 beyond
-    B = supercell.reciprocal
-    span = int(np.ceil(g_max / np.linalg.svd(B, compute_uv=False)[-1])) + 1
-    m = np.arange(-span, span + 1)
-    labels = np.stack(np.meshgrid(m, m, indexing="ij"), axis=-1).reshape(-1, 2)
-    G = labels @ B
-    G = G[np.linalg.norm(G, axis=-1) <= g_max]
+    G, _ = points_in_disc(supercell.reciprocal, g_max)
     coefficients = np.exp(-0.5 * np.sum(G**2, axis=-1) * width**2)[None, :] * np.exp(-1j * (np.asarray(sites) @ G.T))
     coefficients /= np.linalg.norm(coefficients, axis=-1, keepdims=True)
     n = len(sites)
