@@ -57,6 +57,19 @@ def periodic_distance(displacements: Float[Array, "... 2"], supercell: Supercell
     return safe_norm_from_square(periodic_distance_squared(displacements, to_fractional, cell @ cell.T))
 
 
+def spin_pairs(n_up: int, n_down: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Electron indices (i, j) of every pair i < j (up electrons first) and whether the pair is parallel."""
+    spins = np.array([0] * n_up + [1] * n_down)
+    i, j = np.triu_indices(len(spins), k=1)
+    return i, j, spins[i] == spins[j]
+
+
+def torus_geometry(supercell: Supercell) -> tuple[tuple[tuple[float, ...], ...], tuple[tuple[float, ...], ...]]:
+    """(to_fractional, metric) of the supercell as static matrices, the arguments of :func:`periodic_distance_squared`."""
+    cell = supercell.cell
+    return static_matrix(supercell.reciprocal.T / (2.0 * np.pi)), static_matrix(cell @ cell.T)
+
+
 def pair_sum_jet(
     pair: Callable[..., Float[Array, ""]], positions: Float[Array, "n 2"], i: np.ndarray, j: np.ndarray, *per_pair: Array
 ) -> tuple[Float[Array, ""], Float[Array, "n 2"]]:
@@ -87,18 +100,14 @@ class CuspJastrow(eqx.Module):
             raise ValueError(f"coulomb_strength must be a finite non-negative number, got {coulomb_strength!r}")
         if not length > 0:
             raise ValueError(f"length must be positive, got {length!r}")
-        cell = supercell.cell
         self.log_length = jnp.asarray(np.full((2,), math.log(length)), dtype=jnp.float64)
         self.coulomb_strength = float(coulomb_strength)
-        self.to_fractional = static_matrix(supercell.reciprocal.T / (2.0 * np.pi))
-        self.metric = static_matrix(cell @ cell.T)
+        self.to_fractional, self.metric = torus_geometry(supercell)
         self.n_up, self.n_down = int(n_up), int(n_down)
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Electron indices (i, j) of every pair i < j and whether the pair is parallel."""
-        spins = np.array([0] * self.n_up + [1] * self.n_down)
-        i, j = np.triu_indices(len(spins), k=1)
-        return i, j, spins[i] == spins[j]
+        return spin_pairs(self.n_up, self.n_down)
 
     def cusp_slopes(self) -> Float[np.ndarray, " pairs"]:
         """u'(0) per pair i < j: U/3 for parallel, U for antiparallel spins."""

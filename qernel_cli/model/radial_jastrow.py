@@ -24,8 +24,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from qernel_cli.lattice import Supercell
-from qernel_cli.model.features import static_matrix
-from qernel_cli.model.jastrow import pair_sum_jet, periodic_distance_squared
+from qernel_cli.model.jastrow import pair_sum_jet, periodic_distance_squared, spin_pairs, torus_geometry
 
 SMALLEST_WIDTH = 0.1
 """w_0 (a_M): the narrowest Gaussian; the others double from it."""
@@ -53,10 +52,8 @@ class RadialJastrow(eqx.Module):
         """``count`` Gaussians per pair type, widths ``gaussian_widths(count)``."""
         if count < 1:
             raise ValueError(f"need at least one Gaussian, got {count}")
-        cell = supercell.cell
         self.widths = tuple(float(w) for w in gaussian_widths(count))
-        self.to_fractional = static_matrix(supercell.reciprocal.T / (2.0 * np.pi))
-        self.metric = static_matrix(cell @ cell.T)
+        self.to_fractional, self.metric = torus_geometry(supercell)
         self.n_up, self.n_down = int(n_up), int(n_down)
         k1, k2 = jax.random.split(key)
         self.hidden = eqx.nn.Linear(n_conditions, hidden, key=k1, dtype=jnp.float64)
@@ -65,9 +62,8 @@ class RadialJastrow(eqx.Module):
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Electron indices (i, j) of every pair i < j and its type (0 parallel, 1 antiparallel)."""
-        spins = np.array([0] * self.n_up + [1] * self.n_down)
-        i, j = np.triu_indices(len(spins), k=1)
-        return i, j, (spins[i] != spins[j]).astype(np.int32)
+        i, j, parallel = spin_pairs(self.n_up, self.n_down)
+        return i, j, (~parallel).astype(np.int32)
 
     def coefficients(self, conditions: Float[Array, " n_conditions"]) -> Float[Array, "2 count"]:
         """b_{s,k}(c) for normalised conditions c (rows: parallel, antiparallel)."""
