@@ -103,8 +103,6 @@ def profile(n: int, seed: int = 0, walkers: int | None = None, batch: int | None
 
     from qernel_cli.hamiltonian.potential import total_moire_potential
     from qernel_cli.model import parameter_count
-    from qernel_cli.model.head_laplacian import envelope_jet, head_jet
-    from qernel_cli.model.trunk_laplacian import trunk_jet
     from qernel_cli.vmc import spring
     from qernel_cli.vmc.mcmc import metropolis_sweeps
     from qernel_cli.vmc.step import log_abs_fn, log_derivatives, make_step
@@ -172,16 +170,16 @@ def profile(n: int, seed: int = 0, walkers: int | None = None, batch: int | None
     walker_part("log_psi", lambda p, xi, ci: m(p)(xi, ci))
 
     # forward Laplacian
-    walker_part("trunk_jet", lambda p, xi, ci: trunk_jet(m(p), xi, ci))
+    walker_part("trunk_jet", lambda p, xi, ci: m(p).trunk_jet(xi, ci))
     walker_part(
         "envelope_jet",
-        lambda p, xi, ci: [envelope_jet(b.envelope, xi[rows], m(p).normalise(ci)[0]) for b, rows, _ in blocks_rows(m(p))],
+        lambda p, xi, ci: [b.envelope.jet(xi[rows], m(p).normalise(ci)[0]) for b, rows, _ in blocks_rows(m(p))],
     )
-    jets = eqx.filter_jit(jax.vmap(lambda p, xi, ci: trunk_jet(m(p), xi, ci), in_axes=(None, 0, 0)))(params, x, c)
+    jets = eqx.filter_jit(jax.vmap(lambda p, xi, ci: m(p).trunk_jet(xi, ci), in_axes=(None, 0, 0)))(params, x, c)
 
     def head_from_jet(p, xi, ci, jet):
         mod = m(p)
-        return head_jet(mod, jet, xi, mod.normalise(ci)[0])
+        return mod.orbitals.jet(jet, xi, mod.normalise(ci)[0])
 
     program = eqx.filter_jit(jax.vmap(head_from_jet, in_axes=(None, 0, 0, 0)))
     first, median = _timed(program, params, x, c, jets, repeats=repeats)

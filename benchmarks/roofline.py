@@ -99,7 +99,6 @@ def count(n: int, seed: int = 0) -> dict:
     import numpy as np
 
     from qernel_cli.model import parameter_count
-    from qernel_cli.model.trunk_laplacian import trunk_jet
     from qernel_cli.vmc import spring
     from qernel_cli.vmc.mcmc import Walkers
     from qernel_cli.vmc.step import log_derivatives
@@ -115,7 +114,7 @@ def count(n: int, seed: int = 0) -> dict:
     parts = {
         "log_psi": lambda p, xi, ci: m(p)(xi, ci),
         "trunk": lambda p, xi, ci: m(p).hidden(xi, ci),
-        "trunk_jet": lambda p, xi, ci: trunk_jet(m(p), xi, ci),
+        "trunk_jet": lambda p, xi, ci: m(p).trunk_jet(xi, ci),
         "log_psi_laplacian": lambda p, xi, ci: m(p).forward_laplacian(xi, ci),
     }
     per_walker = {}

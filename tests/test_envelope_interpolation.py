@@ -22,7 +22,7 @@ import pytest
 
 from qernel_cli.config import resolve
 from qernel_cli.hamiltonian.bands import bloch_hamiltonian, lowest_orbitals
-from qernel_cli.model.orbitals import natural_spline_weights
+from qernel_cli.model.interpolation import natural_spline_weights
 from qernel_cli.vmc.train import build
 
 SMALL = ["hamiltonian.coulomb=false", "model.layers=1", "model.width=16", "model.heads=2", "model.kv_heads=1",

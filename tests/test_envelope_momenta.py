@@ -11,7 +11,7 @@ from qernel_cli.config import ConfigError, resolve
 from qernel_cli.hamiltonian.bands import lowest_orbitals, solve_bands
 from qernel_cli.lattice import MOIRE_VECTORS, Supercell
 from qernel_cli.model import make_wavefunction
-from qernel_cli.model.orbitals import BandMixingEnvelope, _initial_envelope
+from qernel_cli.model.envelopes import BandMixingEnvelope, initial_envelope
 
 CELL = Supercell(3, 3)
 V = 5.0
@@ -20,7 +20,7 @@ V = 5.0
 def _envelope(mixed: bool, noise: float = 0.0):
     orbitals = lowest_orbitals(CELL, 6, V, 45.0, n_shells=3)
     states = [solve_bands(CELL, V, 45.0, 2, n_shells=3)] if mixed else None
-    envelope = _initial_envelope(CELL, 6, 1, 3, orbitals, band_states=states)
+    envelope = initial_envelope(CELL, 6, 1, 3, orbitals, band_states=states)
     if noise:
         rng = np.random.default_rng(0)
         leaf = envelope.mixing_re if mixed else envelope.coefficients_re

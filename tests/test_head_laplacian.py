@@ -20,7 +20,6 @@ from qernel_cli.hamiltonian.bands import follow_orbitals, lowest_orbitals, solve
 from qernel_cli.hamiltonian.local_energy import laplacian_and_gradient, local_energy_batch
 from qernel_cli.lattice import Supercell
 from qernel_cli.model import Wavefunction
-from qernel_cli.model.head_laplacian import envelope_jet
 
 C = jnp.array([0.4])
 DEPTH = 1.5  # V/E_M of the Bloch envelopes' reference
@@ -134,7 +133,7 @@ def test_envelope_jet_matches_autodiff():
     envelope = model.orbitals.blocks[0].envelope
     x = jnp.asarray(np.random.default_rng(10).uniform(0.0, 1.0, (4, 2)) @ cell.cell)
     c0 = jnp.asarray(0.3)
-    value, gradient, laplacian = envelope_jet(envelope, x, c0)
+    value, gradient, laplacian = envelope.jet(x, c0)
 
     def one(r, i):  # e_j(r) of row i: (K, n_orb); the envelope does not mix rows
         return envelope(x.at[i].set(r), c0)[:, i]

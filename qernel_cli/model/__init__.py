@@ -9,7 +9,8 @@ from qernel_cli.model.features import PeriodicFeatures, TokenEmbedding
 from qernel_cli.model.film import FiLM
 from qernel_cli.model.jastrow import CuspJastrow, periodic_distance
 from qernel_cli.model.moe import MixtureOfExperts, load_balance
-from qernel_cli.model.orbitals import BlochEnvelope, GeneralisedOrbitals, SpinOrbitals, lowest_plane_waves
+from qernel_cli.model.envelopes import BlochEnvelope, lowest_plane_waves
+from qernel_cli.model.orbitals import GeneralisedOrbitals, SpinOrbitals
 from qernel_cli.model.summary import forward_flops, parameter_breakdown, parameter_count
 from qernel_cli.model.wavefunction import Wavefunction, make_wavefunction
 

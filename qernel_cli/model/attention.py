@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from qernel_cli.model.jet import Jet, linear, product, softmax
 from qernel_cli.model.linear import Linear, split
 
 
@@ -69,3 +70,19 @@ class GroupedQueryAttention(eqx.Module):
         weights = stable_softmax(scores, axis=-1)
         attended = jnp.einsum("kgnm,mkd->nkgd", weights, v).reshape(n, self.heads * d)
         return self.output(attended)
+
+    def jet(self, x: Jet) -> Jet:
+        """The same map on a jet (``model.jet`` rules: linear projections, products, softmax)."""
+        n = x.value.shape[0]
+        d, kv, groups = self.head_dim, self.kv_heads, self.heads // self.kv_heads
+
+        def project(layer, *shape):
+            return linear(x, lambda y: (y @ layer.weight.T).reshape(*y.shape[:-1], *shape))
+
+        q = project(self.query, kv, groups, d)
+        k = project(self.key, kv, d)
+        v = project(self.value, kv, d)
+        scores = product(q, k, lambda a, b: jnp.einsum("nkgd,mkd->kgnm", a, b) / math.sqrt(d))
+        weights = softmax(scores, axis=-1)
+        attended = product(weights, v, lambda a, b: jnp.einsum("kgnm,mkd->nkgd", a, b).reshape(n, kv * groups * d))
+        return linear(attended, lambda y: y @ self.output.weight.T)

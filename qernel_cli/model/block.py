@@ -18,6 +18,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from qernel_cli.model.attention import GroupedQueryAttention
 from qernel_cli.model.features import TokenEmbedding
 from qernel_cli.model.film import FiLM
+from qernel_cli.model.jet import Jet, layer_norm
 from qernel_cli.model.linear import split
 from qernel_cli.model.moe import MixtureOfExperts
 
@@ -64,6 +65,11 @@ class TransformerBlock(eqx.Module):
         h = h + self.attention(self.attention_film(_layer_norm(self.attention_norm, h), c))
         h = h + self.moe(self.moe_film(_layer_norm(self.moe_norm, h), c), c)
         return h
+
+    def jet(self, h: Jet, c: Float[Array, " n_conditions"]) -> Jet:
+        """The same block on a jet (each part by its own ``jet``; layer norms by ``model.jet.layer_norm``)."""
+        h = h + self.attention.jet(self.attention_film.jet(layer_norm(h, self.attention_norm.eps), c))
+        return h + self.moe.jet(self.moe_film.jet(layer_norm(h, self.moe_norm.eps), c), c)
 
 
 class Trunk(eqx.Module):
@@ -124,6 +130,18 @@ class Trunk(eqx.Module):
         for block in self.blocks:
             h = block(h, c)
         return _layer_norm(self.final_norm, h)
+
+    def jet(self, features: Jet, spins: tuple[int, ...] | np.ndarray, c: Float[Array, " n_conditions"]) -> Jet:
+        """The trunk's jet over the 2n coordinates from its input features' jet: (n, width) and derivatives, in the trunk's dtype.
+
+        From the first attention on every token depends on every electron; c enters
+        through FiLM and the MoE gate only, so it is a constant of the jet.
+        """
+        h = self.embedding.jet(features, np.asarray(spins, dtype=np.int32))
+        c = c.astype(h.value.dtype)
+        for block in self.blocks:
+            h = block.jet(h, c)
+        return layer_norm(h, self.final_norm.eps)
 
     def gate_probabilities(self, c: Float[Array, " n_conditions"]) -> Float[Array, "layers experts"]:
         """Dense MoE gate probabilities of every block for normalised conditions c."""

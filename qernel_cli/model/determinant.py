@@ -5,18 +5,21 @@ for complex square matrices; a singular matrix (two same-spin electrons at
 one point: ψ = 0 exactly) gives ``LOG_FLOOR`` with zero derivative instead of
 -inf and NaN derivatives. ``combine`` sums K terms ψ_k = exp(a_k + iθ_k) as a
 complex logsumexp: shift by max_k a_k (no derivative through the shift), then
-log|·| and atan2 of the sum.
+log|·| and atan2 of the sum. ``combine_jet`` is its forward-Laplacian rule: with
+weights w_k = e^{l_k}/ψ, ∂ log ψ = Σ_k w_k ∂l_k and
+∇² log ψ = Σ_k w_k (∇²l_k + (∂l_k)²) − (∂ log ψ)² (complex squares summed over
+the tangents).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Complex, Float
 
 from qernel_cli.linalg import LOG_FLOOR, log_det
 
-__all__ = ["LOG_FLOOR", "combine", "log_det"]
+__all__ = ["LOG_FLOOR", "combine", "combine_jet", "log_det"]
 
 
 def combine(
@@ -36,3 +39,19 @@ def combine(
     log_modulus = jnp.where(cancelled, LOG_FLOOR, shift + 0.5 * jnp.log(safe2))
     angle = jnp.where(cancelled, 0.0, jnp.arctan2(jnp.where(cancelled, 0.0, im), jnp.where(cancelled, 1.0, re)))
     return log_modulus, angle
+
+
+def combine_jet(
+    value: Complex[Array, " K"], gradient: Complex[Array, "T K"], laplacian: Complex[Array, " K"]
+) -> tuple[Complex[Array, ""], Complex[Array, " T"]]:
+    """(∇² log Σ_k e^{l_k}, ∂ log Σ_k e^{l_k}); zero where the sum cancels (as :func:`combine`)."""
+    if value.shape[0] == 1:
+        return laplacian[0], gradient[:, 0]
+    shift = jnp.max(jnp.real(value))
+    terms = jnp.exp(value - shift)
+    total = jnp.sum(terms)
+    cancelled = jnp.abs(total) ** 2 <= jnp.finfo(jnp.float64).tiny
+    weights = terms / jnp.where(cancelled, 1.0, total)
+    g = gradient @ weights
+    lap = jnp.sum(weights * (laplacian + jnp.sum(gradient * gradient, axis=0))) - jnp.sum(g * g)
+    return jnp.where(cancelled, 0.0, lap), jnp.where(cancelled, 0.0, g)

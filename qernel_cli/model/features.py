@@ -16,11 +16,13 @@ to the trunk's dtype afterwards.
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from qernel_cli.lattice import MOIRE_G, Supercell
+from qernel_cli.model.jet import Jet, linear
 from qernel_cli.model.linear import Linear, normal, split
 
 
@@ -58,6 +60,20 @@ class PeriodicFeatures(eqx.Module):
         moire = positions @ jnp.asarray(self.moire_g).T  # (n, 3)
         return jnp.concatenate([jnp.sin(angles), jnp.cos(angles), jnp.cos(moire), jnp.sin(moire)], axis=-1)
 
+    def jet(self, positions: Float[Array, "n 2"]) -> Jet:
+        """The features' jet over the 2n coordinates (float64): each electron's features depend on its own position alone."""
+        n = positions.shape[0]
+
+        def one(r):
+            return self(r[None])[0]
+
+        value = self(positions)
+        own_jacobian = jax.vmap(jax.jacfwd(one))(positions)  # (n, f, 2)
+        own_laplacian = jax.vmap(lambda r: jnp.trace(jax.jacfwd(jax.jacfwd(one))(r), axis1=-2, axis2=-1))(positions)
+        eye = jnp.eye(n, dtype=value.dtype)
+        jacobian = jnp.einsum("pi,ifa->paif", eye, own_jacobian).reshape(2 * n, n, -1)
+        return Jet(value, jacobian, own_laplacian)
+
 
 class TokenEmbedding(eqx.Module):
     """Linear map of the features to the token width plus a learned spin embedding."""
@@ -73,3 +89,12 @@ class TokenEmbedding(eqx.Module):
     def __call__(self, features: Float[Array, "n f"], spins: Int[Array, " n"]) -> Float[Array, "n width"]:
         features = features.astype(self.spin.dtype)
         return self.linear(features) + self.spin[spins]
+
+    def jet(self, features: Jet, spins: Int[Array, " n"]) -> Jet:
+        """Jet of the tokens from the features' jet (constants: the spin embedding and the bias)."""
+        dtype = self.spin.dtype
+        features = Jet(features.value.astype(dtype), features.jacobian.astype(dtype), features.laplacian.astype(dtype))
+        shift = self.spin[spins]
+        if self.linear.bias is not None:
+            shift = shift + self.linear.bias
+        return linear(features, lambda y: y @ self.linear.weight.T, shift)

@@ -12,6 +12,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from qernel_cli.model.jet import Jet, scale
 from qernel_cli.model.linear import Linear, split
 
 
@@ -53,3 +54,8 @@ class FiLM(eqx.Module):
     def __call__(self, h: Float[Array, "n width"], c: Float[Array, " n_conditions"]) -> Float[Array, "n width"]:
         gamma, beta = self.modulation(c)
         return gamma * h + beta
+
+    def jet(self, h: Jet, c: Float[Array, " n_conditions"]) -> Jet:
+        """The same map on a jet: (γ, β) depend on c alone, so they are constants of the jet."""
+        gamma, beta = self.modulation(c)
+        return scale(h, gamma, beta)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Protocol
 
 import equinox as eqx
 import jax
@@ -84,6 +85,18 @@ def pair_sum_jet(
     return 2.0 * jnp.sum(jnp.trace(hessian, axis1=-2, axis2=-1)), total
 
 
+class JastrowFactor(Protocol):
+    """What the wavefunction needs of a Jastrow factor: log J(r; c) (real, dimensionless) and its closed-form jet."""
+
+    def __call__(self, positions: Float[Array, "n 2"], conditions: Float[Array, " n_conditions"]) -> Float[Array, ""]: ...
+
+    def laplacian_and_gradient(
+        self, positions: Float[Array, "n 2"], conditions: Float[Array, " n_conditions"]
+    ) -> tuple[Float[Array, ""], Float[Array, "n 2"]]:
+        """(∇² log J, ∇ log J) in 1/a_M², 1/a_M for normalised conditions c."""
+        ...
+
+
 class CuspJastrow(eqx.Module):
     """log J = Σ_{i<j} -U_s L_s²/(L_s + d_ij): exact 2D cusps, bounded, periodic (real, dimensionless)."""
 
@@ -120,7 +133,8 @@ class CuspJastrow(eqx.Module):
         length = jnp.exp(self.log_length)[np.where(parallel, 0, 1)]
         return -slope * length**2 / (length + d)
 
-    def __call__(self, positions: Float[Array, "n 2"]) -> Float[Array, ""]:
+    def __call__(self, positions: Float[Array, "n 2"], conditions: Float[Array, " n_conditions"] | None = None) -> Float[Array, ""]:
+        """log J at ``positions`` (a_M); independent of the conditions (accepted for the ``JastrowFactor`` contract)."""
         i, j, parallel = self.pairs()
         if self.coulomb_strength == 0.0 or len(i) == 0:
             return jnp.zeros((), dtype=jnp.float64)
@@ -128,8 +142,10 @@ class CuspJastrow(eqx.Module):
         d2 = periodic_distance_squared(positions[i] - positions[j], np.asarray(self.to_fractional), np.asarray(self.metric))
         return jnp.sum(self.pair_function(safe_norm_from_square(d2), parallel))
 
-    def laplacian_and_gradient(self, positions: Float[Array, "n 2"]) -> tuple[Float[Array, ""], Float[Array, "n 2"]]:
-        """(∇² log J, ∇ log J) in 1/a_M², 1/a_M: pair by pair, each a function of r_i − r_j only."""
+    def laplacian_and_gradient(
+        self, positions: Float[Array, "n 2"], conditions: Float[Array, " n_conditions"] | None = None
+    ) -> tuple[Float[Array, ""], Float[Array, "n 2"]]:
+        """(∇² log J, ∇ log J) in 1/a_M², 1/a_M: pair by pair, each a function of r_i − r_j only (c not used)."""
         i, j, parallel = self.pairs()
         positions = jnp.asarray(positions, dtype=jnp.float64)
         if self.coulomb_strength == 0.0 or len(i) == 0:

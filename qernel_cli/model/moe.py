@@ -35,6 +35,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from qernel_cli.model.attention import stable_softmax
 from qernel_cli.model.film import ConditionMLP
+from qernel_cli.model.jet import Jet, elementwise, linear
 from qernel_cli.model.linear import normal, split, zeros
 
 
@@ -95,6 +96,16 @@ class MixtureOfExperts(eqx.Module):
             w_in, b_in, w_out, b_out = (jnp.take(a, index, axis=0) for a in (w_in, b_in, w_out, b_out))
         w_in, b_in, w_out, b_out = self.stacked(weights.astype(x.dtype), w_in, b_in, w_out, b_out)
         return jax.nn.gelu(x @ w_in + b_in) @ w_out + b_out
+
+    def jet(self, x: Jet, c: Float[Array, " n_conditions"]) -> Jet:
+        """The same map on a jet; the gate depends on c alone, so the stacked weights are constants of the jet."""
+        index, weights = self.routing(c)
+        w_in, b_in, w_out, b_out = self.w_in, self.b_in, self.w_out, self.b_out
+        if index is not None:
+            w_in, b_in, w_out, b_out = (jnp.take(a, index, axis=0) for a in (w_in, b_in, w_out, b_out))
+        w_in, b_in, w_out, b_out = self.stacked(weights.astype(x.value.dtype), w_in, b_in, w_out, b_out)
+        hidden = elementwise(jax.nn.gelu, linear(x, lambda y: y @ w_in, b_in))
+        return linear(hidden, lambda y: y @ w_out, b_out)
 
     @staticmethod
     def stacked(

@@ -1,32 +1,41 @@
-"""Bloch envelopes, generalised (Psiformer-style) orbitals and the determinant head.
+"""Generalised (Psiformer-style) orbitals and the determinant head, with the head's forward-Laplacian rule.
 
-For determinant k, spin block s and orbital j (positions in a_M, momenta in 1/a_M)
+For determinant k, spin block s and orbital j (positions in a_M)
 
     Φ^k_ij = (w^k_j · h_i + b^k_j) · e^k_j(r_i; c),
-    e^k_j(r; c) = Σ_G a^k_j(G; c) exp(i (k_j + G)·r),
 
 with h_i the trunk's final features of electron i (which depend on all
-electrons), w, b complex, k_j on the supercell k-grid (fixed) and G moiré
-reciprocal vectors; a^k_j(G; c) are trainable, either independent of c or
-interpolated in the depth between anchors (depth-following Bloch envelopes). Every k_j + G is a supercell
-reciprocal vector, so each envelope, hence ψ, is periodic on the supercell.
-The default envelopes are the N lowest free-electron plane waves (one G per
-orbital) on the basis |G| ≤ envelope_shells·|b| (``bands.plane_wave_basis``, the
-same basis as the Bloch orbitals); they can instead be initialised from Bloch
-orbitals (``bands.lowest_orbitals``). With fixed k_j (:class:`BlochEnvelope`)
-ψ keeps the total crystal momentum of that filling; a
-:class:`BandMixingEnvelope` instead writes e^k_j = Σ_m U^k_jm β_m, trained
-mixtures of fixed band states of every momentum, so ψ can change its
-momentum or break the translations (a crystal). Each envelope class carries
-its own jet (value, gradient, Laplacian) for the forward Laplacian.
+electrons), w, b complex and e^k_j the Bloch envelopes of ``model.envelopes``.
 ψ = Σ_k Π_s det Φ^{k,s}: block-diagonal in spin, combined by a complex
 logsumexp, all in float64/complex128 whatever the trunk dtype.
+
+The forward Laplacian of the head (:meth:`GeneralisedOrbitals.jet`). With
+T = 2n tangents t = (p, a) (electron p, Cartesian a, C order of the flattened
+positions) and, per determinant k and spin block,
+
+    Φ_ij = L_ij E_ij,   L = h W + b (h: trunk features),   E_ij = e_j(r_i),
+
+the envelope E depends on r_i alone, so
+
+    ∂_t Φ_ij  = ∂_t L_ij E_ij + δ_{p i} L_ij ∂_a E_ij,
+    ∇² Φ_ij   = ∇²L_ij E_ij + L_ij ∇²E_ij + 2 Σ_a ∂_{(i,a)} L_ij ∂_a E_ij,
+
+with ∂L, ∇²L the trunk's Jacobian and Laplacian (``Trunk.jet``) times W. Then,
+with A = Φ⁻¹ and M_t = A ∂_t Φ,
+
+    ∂_t log det Φ = tr M_t,   ∇² log det Φ = tr(A ∇²Φ) − Σ_t tr(M_t M_t).
+
+folx propagates the same through any function, but through the head it
+materialises dense complex Jacobians of every intermediate and spent about
+half of the local energy there at N = 24; this rule uses the structure
+directly. Derivatives are with respect to positions in a_M; log ψ is complex
+(log|ψ| + i arg ψ), so the results are complex.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import equinox as eqx
 import jax
@@ -34,342 +43,16 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Complex, Float, PRNGKeyArray
 
-from qernel_cli.hamiltonian.bands import plane_wave_basis
+from qernel_cli import linalg
 from qernel_cli.lattice import Supercell
-from qernel_cli.model.determinant import combine, log_det
-from qernel_cli.model.features import static_matrix
+from qernel_cli.model.determinant import combine, combine_jet, log_det
+from qernel_cli.model.envelopes import BandMixingEnvelope, BandStates, BlochEnvelope, BlochOrbitals, initial_envelope
+from qernel_cli.model.jet import Jet
 from qernel_cli.model.linear import normal, split
 
 
 ORBITAL_INIT_SCALE = 0.05
 """Initial scale of the generalised-orbital weights relative to the unit bias."""
-
-
-class BlochOrbitals(Protocol):
-    """What the envelopes need of a set of Bloch orbitals (e.g. ``hamiltonian.bands.Orbitals``).
-
-    φ_j(r) ∝ Σ_G coefficients[j, G] exp(i (k_j + G)·r); k in 1/a_M, G in 1/a_M.
-    """
-
-    k: np.ndarray  # (n_orb, 2)
-    G: np.ndarray  # (n_G, 2)
-    coefficients: np.ndarray  # (n_orb, n_G) complex
-
-
-def lowest_plane_waves(
-    supercell: Supercell, n: int
-) -> tuple[Float[np.ndarray, "n 2"], Float[np.ndarray, "n 2"]]:
-    """(k_j, G_j) of the n lowest free-electron plane waves exp(i(k_j+G_j)·r) on the supercell.
-
-    k_j is on the supercell k-grid (folded into the moiré Brillouin zone), G_j a
-    moiré reciprocal vector; ties in |k+G| are broken by angle, then by k.
-    """
-    k = supercell.kgrid()
-    shells = 2
-    while True:
-        G = plane_wave_basis(shells)  # |G| ≤ shells·|b|, sorted by |G|
-        q = k[:, None, :] + G[None, :, :]
-        kk = np.broadcast_to(k[:, None, :], q.shape).reshape(-1, 2)
-        GG = np.broadcast_to(G[None, :, :], q.shape).reshape(-1, 2)
-        q = q.reshape(-1, 2)
-        norm = np.round(np.sum(q**2, axis=-1), 8)
-        order = np.lexsort((np.round(kk[:, 1], 8), np.round(kk[:, 0], 8), np.round(np.arctan2(q[:, 1], q[:, 0]), 8), norm))
-        if n <= len(order):
-            chosen = order[:n]
-            # Accept only if every chosen |q| lies inside the largest fully enumerated circle.
-            covered = np.sqrt(np.sum(G[-1] ** 2)) - np.max(np.sqrt(np.sum(k**2, axis=-1)))
-            if np.sqrt(norm[chosen[-1]]) <= covered + 1e-9:
-                return kk[chosen], GG[chosen]
-        shells += 1
-
-
-INTERPOLATIONS = ("smooth", "linear")
-
-
-def natural_spline_curvatures(x: Float[np.ndarray, " A"]) -> Float[np.ndarray, "A A"]:
-    """M[i, a]: second derivative at node i of the natural cubic spline through the unit values e_a at the nodes x."""
-    x = np.asarray(x, dtype=np.float64)
-    a = len(x)
-    m = np.zeros((a, a))
-    if a > 2:
-        h = np.diff(x)
-        n = a - 2
-        lhs, rhs = np.zeros((n, n)), np.zeros((n, a))
-        for i in range(1, a - 1):  # continuity of the first derivative at the interior nodes
-            row = i - 1
-            lhs[row, row] = (h[i - 1] + h[i]) / 3.0
-            if row > 0:
-                lhs[row, row - 1] = h[i - 1] / 6.0
-            if row < n - 1:
-                lhs[row, row + 1] = h[i] / 6.0
-            rhs[row, i - 1] += 1.0 / h[i - 1]
-            rhs[row, i] -= 1.0 / h[i - 1] + 1.0 / h[i]
-            rhs[row, i + 1] += 1.0 / h[i]
-        m[1:-1] = np.linalg.solve(lhs, rhs)
-    return m
-
-
-def natural_spline_weights(x: Float[np.ndarray, " A"], c: Float[Array, ""]) -> Float[Array, " A"]:
-    """w_a(c): the natural cubic spline through values y_a at nodes x is Σ_a w_a(c) y_a (x[0] ≤ c ≤ x[-1]; C² in c)."""
-    x = np.asarray(x, dtype=np.float64)
-    a = len(x)
-    m = jnp.asarray(natural_spline_curvatures(x))
-    nodes, steps, eye = jnp.asarray(x), jnp.asarray(np.diff(x)), jnp.eye(a)
-    i = jnp.clip(jnp.searchsorted(nodes, c, side="right") - 1, 0, a - 2)
-    h = steps[i]
-    t = (c - nodes[i]) / h
-    u = 1.0 - t
-    return u * eye[i] + t * eye[i + 1] + h**2 / 6.0 * ((u**3 - u) * m[i] + (t**3 - t) * m[i + 1])
-
-
-def _check_commensurate(supercell: Supercell, k: np.ndarray) -> None:
-    n = np.asarray(k) @ supercell.cell.T / (2.0 * np.pi)
-    if not np.allclose(n, np.round(n), atol=1e-6):
-        raise ValueError("envelope momenta must lie on the supercell k-grid (k·T_a ∈ 2πZ)")
-
-
-def _anchor_weights(anchors: tuple[float, ...], interpolation: str, c0: Float[Array, ""]) -> Float[Array, " A"]:
-    """Interpolation weights of the anchors at normalised c₀ (they sum to 1; weight a is 1 at anchor a)."""
-    x = np.asarray(anchors)
-    if len(x) == 1:
-        return jnp.ones(1)
-    c0 = jnp.clip(c0, x[0], x[-1])
-    if interpolation == "linear":
-        return jnp.stack([jnp.interp(c0, x, np.eye(len(x))[a]) for a in range(len(x))])
-    return natural_spline_weights(x, c0)
-
-
-def _waves(positions: Float[Array, "n 2"], vectors: Float[np.ndarray, "m 2"]) -> Complex[Array, "n m"]:
-    phase = jnp.asarray(positions, dtype=jnp.float64) @ jnp.asarray(vectors).T  # real phases, then cos/sin
-    return jax.lax.complex(jnp.cos(phase), jnp.sin(phase))
-
-
-def _plane_wave_sum(
-    coefficients: Complex[Array, "B j n_G"], k: Float[np.ndarray, "j 2"], G: Float[np.ndarray, "n_G 2"], positions: Float[Array, "n 2"]
-) -> Complex[Array, "B n j"]:
-    """f_bj(r_i) = Σ_G a_bj(G) exp(i(k_j + G)·r_i)."""
-    return jnp.einsum("bjg,ng->bnj", coefficients, _waves(positions, G)) * _waves(positions, k)
-
-
-def _plane_wave_jet(
-    coefficients: Complex[Array, "B j n_G"], k: Float[np.ndarray, "j 2"], G: Float[np.ndarray, "n_G 2"], positions: Float[Array, "n 2"]
-) -> tuple[Complex[Array, "B n j"], Complex[Array, "2 B n j"], Complex[Array, "B n j"]]:
-    """(f, ∇f, ∇²f) of :func:`_plane_wave_sum` at every r_i (derivatives with respect to r_i).
-
-    ∂_a f_j = i Σ_G a_j(G)(k_j+G)_a e^{…} and ∇² f_j = −Σ_G a_j(G)|k_j+G|² e^{…}:
-    sums over G weighted by 1, G_a and |G|², combined with k_j.
-    """
-    weights = np.stack([np.ones(len(G)), G[:, 0], G[:, 1], np.sum(G**2, axis=-1)])  # (4, G)
-    sums = jnp.einsum("bjg,sg,ng->sbnj", coefficients, jnp.asarray(weights), _waves(positions, G))  # (4, B, n, j)
-    plain, along, squared = sums[0], sums[1:3], sums[3]
-    k_wave = _waves(positions, k)
-    kj = jnp.asarray(k.T)[:, None, None, :]  # (2, 1, 1, j)
-    value = plain * k_wave
-    gradient = 1j * (kj * plain + along) * k_wave
-    k2 = jnp.asarray(np.sum(k**2, axis=-1))
-    laplacian = -(k2 * plain + 2.0 * jnp.sum(kj * along, axis=0) + squared) * k_wave
-    return value, gradient, laplacian
-
-
-class Envelope(Protocol):
-    """What the determinant head and its forward Laplacian need of an envelope: E_kij = e^k_j(r_i; c)."""
-
-    @property
-    def determinants(self) -> int: ...
-
-    @property
-    def n_orbitals(self) -> int: ...
-
-    def __call__(self, positions: Float[Array, "n 2"], c0: Float[Array, ""] | None = None) -> Complex[Array, "K n n_orb"]: ...
-
-    def jet(
-        self, positions: Float[Array, "n 2"], c0: Float[Array, ""] | None = None
-    ) -> tuple[Complex[Array, "K n n_orb"], Complex[Array, "2 K n n_orb"], Complex[Array, "K n n_orb"]]:
-        """(E, ∂E/∂r_i, ∇²_i E): derivatives with respect to each row's own electron."""
-        ...
-
-
-class BlochEnvelope(eqx.Module):
-    """K × n_orb periodic envelopes e^k_j(r; c) = Σ_G a^k_j(G; c) exp(i(k_j + G)·r) (dimensionless).
-
-    With one anchor the coefficients do not depend on c. With several, each
-    anchor a holds coefficients for one depth (normalised condition c₀ = x_a),
-    and a(G; c) interpolates them in c₀ (clamped to the anchors' range): Bloch
-    orbitals that follow the moiré depth. Initialised from the non-interacting
-    Bloch orbitals at the anchor depths, this makes the non-interacting ground
-    state of every depth representable from the start.
-
-    ``interpolation``: "smooth" (default), the natural cubic spline through the
-    anchors: C² in c₀, so ψ(V) has no kink at the anchors, where the
-    transition finder looks for a change of slope; "linear", piecewise-linear
-    hats (runs made before the spline; a kink at every interior anchor).
-    """
-
-    coefficients_re: Float[Array, "A K n_orb n_G"]
-    coefficients_im: Float[Array, "A K n_orb n_G"]
-    momenta: tuple[tuple[float, ...], ...] = eqx.field(static=True)
-    basis: tuple[tuple[float, ...], ...] = eqx.field(static=True)
-    anchors: tuple[float, ...] = eqx.field(static=True)
-    interpolation: str = eqx.field(static=True)
-
-    def __init__(
-        self,
-        momenta: Float[np.ndarray, "n_orb 2"],
-        basis: Float[np.ndarray, "n_G 2"],
-        coefficients: Complex[np.ndarray, "A n_orb n_G"] | Complex[np.ndarray, "n_orb n_G"],
-        determinants: int,
-        anchors: tuple[float, ...] = (0.0,),
-        interpolation: str = "smooth",
-    ):
-        if interpolation not in INTERPOLATIONS:
-            raise ValueError(f"envelope interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
-        coefficients = np.asarray(coefficients, dtype=np.complex128)
-        if coefficients.ndim == 2:
-            coefficients = coefficients[None]
-        if len(anchors) != coefficients.shape[0] or list(anchors) != sorted(anchors):
-            raise ValueError("need one increasing anchor position per set of envelope coefficients")
-        a = coefficients.shape[0]
-        coefficients = np.broadcast_to(coefficients[:, None], (a, determinants, *coefficients.shape[1:]))
-        self.coefficients_re = jnp.asarray(coefficients.real, dtype=jnp.float64)
-        self.coefficients_im = jnp.asarray(coefficients.imag, dtype=jnp.float64)
-        self.momenta = static_matrix(momenta)
-        self.basis = static_matrix(basis)
-        self.anchors = tuple(float(x) for x in anchors)
-        self.interpolation = interpolation
-
-    @property
-    def k(self) -> Float[np.ndarray, "n_orb 2"]:
-        return np.asarray(self.momenta, dtype=np.float64).reshape(-1, 2)
-
-    @property
-    def G(self) -> Float[np.ndarray, "n_G 2"]:
-        return np.asarray(self.basis, dtype=np.float64).reshape(-1, 2)
-
-    @property
-    def determinants(self) -> int:
-        return self.coefficients_re.shape[1]
-
-    @property
-    def n_orbitals(self) -> int:
-        return self.coefficients_re.shape[2]
-
-    def anchor_weights(self, c0: Float[Array, ""]) -> Float[Array, " A"]:
-        """Interpolation weights of the anchors at normalised c₀ (they sum to 1; weight a is 1 at anchor a)."""
-        return _anchor_weights(self.anchors, self.interpolation, c0)
-
-    def mixed_coefficients(self, c0: Float[Array, ""] | None = None) -> Complex[Array, "K n_orb n_G"]:
-        """a^k_j(G; c₀): the anchors' coefficients interpolated at normalised depth c₀."""
-        if len(self.anchors) == 1:
-            re, im = self.coefficients_re[0], self.coefficients_im[0]
-        else:
-            if c0 is None:
-                raise ValueError("depth-following envelopes need the normalised condition c0")
-            w = self.anchor_weights(jnp.asarray(c0, jnp.float64))
-            re = jnp.tensordot(w, self.coefficients_re, axes=1)
-            im = jnp.tensordot(w, self.coefficients_im, axes=1)
-        return jax.lax.complex(re, im)
-
-    def __call__(self, positions: Float[Array, "n 2"], c0: Float[Array, ""] | None = None) -> Complex[Array, "K n n_orb"]:
-        return _plane_wave_sum(self.mixed_coefficients(c0), self.k, self.G, positions)
-
-    def jet(self, positions: Float[Array, "n 2"], c0: Float[Array, ""] | None = None):
-        """(E, ∂E/∂r_i, ∇²_i E), shapes (K, n, j), (2, K, n, j), (K, n, j)."""
-        return _plane_wave_jet(self.mixed_coefficients(c0), self.k, self.G, positions)
-
-
-class Frozen:
-    """A constant array held in a static field, out of the trainable parameters (hashed and compared by identity)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: np.ndarray):
-        self.value = np.asarray(value)
-
-
-class BandMixingEnvelope(eqx.Module):
-    """e^k_j(r; c) = Σ_m U^k_jm(c) β_m(r; c): trained mixtures of fixed Bloch band states β_m (dimensionless).
-
-    The β_m are the lowest bands at every supercell momentum (M = bands·L1·L2
-    states: non-interacting eigenstates at each anchor depth, on the same
-    plane waves G as the Bloch envelopes). Each orbital may mix states of
-    different momenta, so ψ is not confined to the total crystal momentum of
-    its initial filling and can describe a crystal that breaks the moiré
-    translations (localised, Wannier-like orbitals); only the n_orb × M
-    mixing matrix is trained, so the orbitals stay in the span of smooth band
-    states. Initialised to select the occupied Bloch orbitals: ψ starts as
-    with fixed momenta. With several anchors, Σ_a w_a(c₀) U_a β_a (weights as
-    in :class:`BlochEnvelope`). Evaluation costs n·M·n_G for the β_m and
-    n·M·K·n_orb for the mixing, per anchor.
-    """
-
-    mixing_re: Float[Array, "A K n_orb M"]
-    mixing_im: Float[Array, "A K n_orb M"]
-    states: Frozen = eqx.field(static=True)  # (A, M, n_G) complex: β_m = e^{ik_m·r} Σ_G c_m(G) e^{iG·r}
-    momenta: tuple[tuple[float, ...], ...] = eqx.field(static=True)  # k_m, (M, 2)
-    basis: tuple[tuple[float, ...], ...] = eqx.field(static=True)
-    anchors: tuple[float, ...] = eqx.field(static=True)
-    interpolation: str = eqx.field(static=True)
-
-    def __init__(
-        self,
-        momenta: Float[np.ndarray, "M 2"],
-        basis: Float[np.ndarray, "n_G 2"],
-        states: Complex[np.ndarray, "A M n_G"],
-        mixing: Complex[np.ndarray, "A n_orb M"],
-        determinants: int,
-        anchors: tuple[float, ...] = (0.0,),
-        interpolation: str = "smooth",
-    ):
-        if interpolation not in INTERPOLATIONS:
-            raise ValueError(f"envelope interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
-        mixing = np.asarray(mixing, dtype=np.complex128)
-        if len(anchors) != mixing.shape[0] or np.shape(states)[0] != mixing.shape[0]:
-            raise ValueError("need one mixing matrix and one set of band states per anchor")
-        mixing = np.broadcast_to(mixing[:, None], (mixing.shape[0], determinants, *mixing.shape[1:]))
-        self.mixing_re = jnp.asarray(mixing.real, dtype=jnp.float64)
-        self.mixing_im = jnp.asarray(mixing.imag, dtype=jnp.float64)
-        self.states = Frozen(np.asarray(states, dtype=np.complex128))
-        self.momenta = static_matrix(momenta)
-        self.basis = static_matrix(basis)
-        self.anchors = tuple(float(x) for x in anchors)
-        self.interpolation = interpolation
-
-    @property
-    def determinants(self) -> int:
-        return self.mixing_re.shape[1]
-
-    @property
-    def n_orbitals(self) -> int:
-        return self.mixing_re.shape[2]
-
-    def _weighted_mixing(self, c0: Float[Array, ""] | None) -> Complex[Array, "A K n_orb M"]:
-        mixing = jax.lax.complex(self.mixing_re, self.mixing_im)
-        if len(self.anchors) == 1:
-            return mixing
-        if c0 is None:
-            raise ValueError("depth-following envelopes need the normalised condition c0")
-        w = _anchor_weights(self.anchors, self.interpolation, jnp.asarray(c0, jnp.float64))
-        return w.astype(mixing.dtype)[:, None, None, None] * mixing
-
-    def _band_parts(self, positions: Float[Array, "n 2"], derivatives: bool) -> tuple:
-        k = np.asarray(self.momenta, dtype=np.float64).reshape(-1, 2)
-        G = np.asarray(self.basis, dtype=np.float64).reshape(-1, 2)
-        states = jnp.asarray(self.states.value)
-        return _plane_wave_jet(states, k, G, positions) if derivatives else (_plane_wave_sum(states, k, G, positions),)
-
-    def __call__(self, positions: Float[Array, "n 2"], c0: Float[Array, ""] | None = None) -> Complex[Array, "K n n_orb"]:
-        (beta,) = self._band_parts(positions, False)  # (A, n, M)
-        return jnp.einsum("akjm,anm->knj", self._weighted_mixing(c0), beta)
-
-    def jet(self, positions: Float[Array, "n 2"], c0: Float[Array, ""] | None = None):
-        """(E, ∂E/∂r_i, ∇²_i E), shapes (K, n, j), (2, K, n, j), (K, n, j): the band states' jets, mixed."""
-        beta, d_beta, lap_beta = self._band_parts(positions, True)
-        u = self._weighted_mixing(c0)
-        return (
-            jnp.einsum("akjm,anm->knj", u, beta),
-            jnp.einsum("akjm,danm->dknj", u, d_beta),
-            jnp.einsum("akjm,anm->knj", u, lap_beta),
-        )
 
 
 class SpinOrbitals(eqx.Module):
@@ -416,6 +99,56 @@ class SpinOrbitals(eqx.Module):
         return linear * self.envelope(positions, c0)
 
 
+    def log_det_jet(
+        self,
+        h: Float[Array, "m w"],
+        h_jacobian: Float[Array, "T m w"],
+        h_laplacian: Float[Array, "m w"],
+        positions: Float[Array, "m 2"],
+        c0: Float[Array, ""] | None,
+        start: int,
+    ) -> tuple[Complex[Array, " K"], Complex[Array, "T K"], Complex[Array, " K"]]:
+        """(log det Φ, ∂_t log det Φ, ∇² log det Φ) per determinant, this block holding electrons ``start .. start+m-1``.
+
+        With G_t = (∂_t L ∘ E) Φ⁻¹ and u_a = (L ∘ ∂_a E) Φ⁻¹ (row p: the envelope
+        term of tangent (p, a), which touches row p only), M_t = Φ⁻¹∂_tΦ is similar
+        to G_t + e_p u_a[p]ᵀ, so tr M_t = tr G_t + u_a[p, p] and
+        tr M_t² = tr G_t² + 2 u_a[p]·G_t[:, p] + u_a[p, p]².
+        All K determinants at once (batched products over k).
+        """
+        m = h.shape[0]
+        n_tangents = h_jacobian.shape[0]
+        K, n_orb = self.determinants, self.n_orbitals
+        weight = self.weight
+        bias = self.bias.astype(jnp.float64).reshape(2, K, n_orb)
+        rows = np.arange(m)
+        # ∂_{(start+i, a)} h_i: the trunk Jacobian on the block's own electrons, (2, m, w).
+        h_own = jnp.moveaxis(h_jacobian.reshape(n_tangents // 2, 2, m, -1)[start + rows, :, rows], 0, 1)
+        # The orbital layer (without bias) of value, Laplacian, own and all tangents in one product: (K, 4 + T, m, n_orb).
+        stacked = jnp.concatenate([h[None], h_laplacian[None], h_own, h_jacobian]).astype(weight.dtype)
+        y = (stacked @ weight).astype(jnp.float64).reshape(n_tangents + 4, m, 2, K, n_orb)
+        layer = jnp.moveaxis(jax.lax.complex(y[:, :, 0], y[:, :, 1]), 2, 0)
+        E, dE, lapE = self.envelope.jet(positions, c0)  # (K, m, j), (2, K, m, j), (K, m, j)
+        dE = jnp.swapaxes(dE, 0, 1)  # (K, 2, m, j)
+        L = layer[:, 0] + jax.lax.complex(bias[0], bias[1])[:, None, :]  # (K, m, j)
+        inverse, log_abs, phase, singular = linalg.inverse_and_log_det(L * E)
+        value = jax.lax.complex(log_abs, phase)
+        G = ((layer[:, 4:] * E[:, None]).reshape(K, n_tangents * m, n_orb) @ inverse).reshape(K, n_tangents, m, m)
+        u = (L[:, None] * dE) @ inverse[:, None]  # (K, 2, m, m): u[k, a, p, l]
+        u_own = jnp.diagonal(u, axis1=-2, axis2=-1)  # (K, 2, m): u[k, a, p, p]
+        # G_{(p,a)}[l, p] for the block's own tangents: (K, 2, m_l, m_p).
+        G_own = jnp.diagonal(G.reshape(K, n_tangents // 2, 2, m, m)[:, start : start + m], axis1=1, axis2=4)
+        cross = jnp.einsum("kapl,kalp->k", u, G_own)
+        own_block = slice(2 * start, 2 * (start + m))
+        gradient = jnp.trace(G, axis1=-2, axis2=-1).at[:, own_block].add(jnp.swapaxes(u_own, 1, 2).reshape(K, 2 * m))
+        square = jnp.sum(G * jnp.swapaxes(G, -1, -2), axis=(1, 2, 3)) + 2.0 * cross + jnp.sum(u_own**2, axis=(1, 2))
+        lap_phi = layer[:, 1] * E + L * lapE + 2.0 * jnp.sum(layer[:, 2:4] * dE, axis=1)
+        laplacian = jnp.sum(jnp.swapaxes(inverse, -1, -2) * lap_phi, axis=(1, 2)) - square
+        gradient = jnp.where(singular[None], 0.0, gradient.T)
+        laplacian = jnp.where(singular, 0.0, laplacian)
+        return value, gradient, laplacian
+
+
 class GeneralisedOrbitals(eqx.Module):
     """Determinant head: Σ_k det Φ^{k,↑} det Φ^{k,↓} as complex log (log|ψ_det|, arg ψ_det)."""
 
@@ -451,7 +184,7 @@ class GeneralisedOrbitals(eqx.Module):
         keys = split(key, len(spins))
         blocks = []
         for (n_s, orbs), k in zip(spins, keys):
-            envelope = _initial_envelope(supercell, n_s, determinants, envelope_shells, orbs, anchors, interpolation, band_states)
+            envelope = initial_envelope(supercell, n_s, determinants, envelope_shells, orbs, anchors, interpolation, band_states)
             blocks.append(SpinOrbitals(width, envelope, dtype=dtype, key=k))
         self.blocks = tuple(blocks)
 
@@ -475,72 +208,21 @@ class GeneralisedOrbitals(eqx.Module):
             logabs, phase = logabs + a, phase + p
         return combine(logabs, phase)
 
-
-def _initial_envelope(
-    supercell: Supercell,
-    n_s: int,
-    determinants: int,
-    envelope_shells: int,
-    orbitals: BlochOrbitals | Sequence[BlochOrbitals] | None,
-    anchors: tuple[float, ...] = (0.0,),
-    interpolation: str = "smooth",
-    band_states: Sequence[BandStates] | None = None,
-) -> BlochEnvelope | BandMixingEnvelope:
-    """Free-electron plane waves (default) or the first n_s of the given Bloch orbitals (per anchor).
-
-    ``band_states`` (one set per anchor, Bloch orbitals only): a
-    :class:`BandMixingEnvelope` over these states, starting as the same orbitals.
-    """
-    if orbitals is None:
-        k, G_occ = lowest_plane_waves(supercell, n_s)
-        basis = plane_wave_basis(envelope_shells)
-        extra = [g for g in G_occ if not np.any(np.all(np.isclose(basis, g, atol=1e-8), axis=-1))]
-        if extra:
-            basis = np.concatenate([basis, np.unique(np.round(np.array(extra), 10), axis=0)])
-        match = np.all(np.isclose(basis[None, :, :], G_occ[:, None, :], atol=1e-8), axis=-1)
-        coefficients = match.astype(np.complex128)  # a_j(G) = δ_{G, G_j}
-        _check_commensurate(supercell, k)
-        if band_states is not None:
-            raise ValueError("band-mixing envelopes start from Bloch orbitals, not plane waves")
-        return BlochEnvelope(k, basis, coefficients, determinants)
-    per_anchor = list(orbitals) if isinstance(orbitals, (tuple, list)) else [orbitals]
-    if len(per_anchor) != len(anchors):
-        raise ValueError(f"need one set of Bloch orbitals per envelope anchor, got {len(per_anchor)} for {len(anchors)}")
-    k = np.asarray(per_anchor[0].k, dtype=np.float64)
-    basis = np.asarray(per_anchor[0].G, dtype=np.float64)
-    if k.shape[0] < n_s:
-        raise ValueError(f"need at least {n_s} Bloch orbitals, got {k.shape[0]}")
-    stacked = []
-    for orbs in per_anchor:
-        if not (np.allclose(orbs.k[:n_s], k[:n_s]) and np.shape(orbs.G) == basis.shape):
-            raise ValueError("all anchors need the same momenta and plane-wave basis")
-        stacked.append(np.asarray(orbs.coefficients, dtype=np.complex128)[:n_s])
-    coefficients = np.stack(stacked)
-    # Scale so the largest envelope amplitude is O(1), whatever the orbitals' normalisation.
-    coefficients = coefficients / np.max(np.sum(np.abs(coefficients), axis=-1))
-    k = k[:n_s]
-    _check_commensurate(supercell, k)
-    if band_states is None:
-        return BlochEnvelope(k, basis, coefficients, determinants, tuple(anchors), interpolation)
-    if len(band_states) != len(anchors):
-        raise ValueError(f"need one set of band states per envelope anchor, got {len(band_states)} for {len(anchors)}")
-    states, mixing = [], []
-    for occupied, bands in zip(coefficients, band_states):
-        if np.shape(bands.G) != basis.shape or not np.allclose(bands.G, basis):
-            raise ValueError("band states and Bloch orbitals need the same plane-wave basis")
-        n_k, n_b, n_G = np.shape(bands.coefficients)
-        momenta = np.repeat(np.asarray(bands.k), n_b, axis=0)  # (M, 2), band index fastest
-        beta = np.asarray(bands.coefficients).reshape(n_k * n_b, n_G)
-        same_k = np.all(np.isclose(k[:, None, :], momenta[None, :, :], atol=1e-9), axis=-1)  # (n_s, M)
-        states.append(beta)
-        mixing.append(same_k * (occupied @ beta.conj().T))  # projection onto the band states (exact when they hold the orbitals)
-    return BandMixingEnvelope(momenta, basis, np.stack(states), np.stack(mixing), determinants, tuple(anchors), interpolation)
-
-
-class BandStates(Protocol):
-    """Bloch band states at every supercell momentum (e.g. ``hamiltonian.bands.BandStructure``): k (n_k, 2), G (n_G, 2), coefficients (n_k, n_bands, n_G)."""
-
-    k: np.ndarray
-    G: np.ndarray
-    coefficients: np.ndarray
-
+    def jet(
+        self, trunk: Jet, positions: Float[Array, "n 2"], c0: Float[Array, ""] | None = None
+    ) -> tuple[Complex[Array, ""], Complex[Array, " T"]]:
+        """(∇², ∂ over the 2n coordinates) of log Σ_k Π_s det Φ^{k,s} from the trunk's jet (1/a_M², 1/a_M)."""
+        n = positions.shape[0]
+        h, h_jac, h_lap = trunk.value, trunk.jacobian, trunk.laplacian
+        K = self.blocks[0].determinants
+        value = jnp.zeros((K,), jnp.complex128)
+        gradient = jnp.zeros((2 * n, K), jnp.complex128)
+        laplacian = jnp.zeros((K,), jnp.complex128)
+        start = 0
+        for block in self.blocks:
+            m = block.n_orbitals
+            rows = slice(start, start + m)
+            v, g, lap = block.log_det_jet(h[rows], h_jac[:, rows], h_lap[rows], positions[rows], c0, start)
+            value, gradient, laplacian = value + v, gradient + g, laplacian + lap
+            start += m
+        return combine_jet(value, gradient, laplacian)

@@ -34,13 +34,14 @@ from jaxtyping import Array, Complex, Float, PRNGKeyArray
 from qernel_cli.lattice import Supercell
 from qernel_cli.model.block import Trunk
 from qernel_cli.model.features import PeriodicFeatures
-from qernel_cli.model.head_laplacian import log_psi_laplacian
-from qernel_cli.model.jastrow import CuspJastrow
+from qernel_cli.model.jastrow import CuspJastrow, JastrowFactor
 from qernel_cli.model.pair_jastrow import PairJastrow
 from qernel_cli.model.radial_jastrow import RadialJastrow
 from qernel_cli.model.linear import split
 from qernel_cli.model.moe import load_balance
-from qernel_cli.model.orbitals import BandStates, BlochOrbitals, GeneralisedOrbitals
+from qernel_cli.model.envelopes import BandStates, BlochOrbitals
+from qernel_cli.model.jet import Jet
+from qernel_cli.model.orbitals import GeneralisedOrbitals
 
 _DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 
@@ -198,6 +199,10 @@ class Wavefunction(eqx.Module):
         """0 for spin up, 1 for spin down, per electron."""
         return np.array([0] * self.n_up + [1] * self.n_down, dtype=np.int32)
 
+    def jastrow_factors(self) -> tuple[JastrowFactor, ...]:
+        """The Jastrow factors present (cusp, plane-wave pair, radial pair), in the order log ψ adds them."""
+        return tuple(f for f in (self.jastrow, self.pair_jastrow, self.radial_jastrow) if f is not None)
+
     def normalise(self, conditions: Float[Array, " n_conditions"]) -> Float[Array, " n_conditions"]:
         """c → (c - centre)/scale (dimensionless, O(1) on the training range)."""
         conditions = jnp.asarray(conditions, dtype=jnp.float64).reshape(self.n_conditions)
@@ -231,12 +236,9 @@ class Wavefunction(eqx.Module):
         """(log|ψ|, arg ψ) as two real float64 scalars."""
         positions = jnp.asarray(positions, dtype=jnp.float64)
         logabs, phase = self._determinant_parts(positions, conditions)
-        if self.jastrow is not None:
-            logabs = logabs + self.jastrow(positions)
-        if self.pair_jastrow is not None:
-            logabs = logabs + self.pair_jastrow(positions, self.normalise(conditions))
-        if self.radial_jastrow is not None:
-            logabs = logabs + self.radial_jastrow(positions, self.normalise(conditions))
+        c = self.normalise(conditions)
+        for factor in self.jastrow_factors():
+            logabs = logabs + factor(positions, c)
         return logabs, phase
 
     def __call__(self, positions: Float[Array, "n 2"], conditions: Float[Array, " n_conditions"]) -> Complex[Array, ""]:
@@ -244,11 +246,20 @@ class Wavefunction(eqx.Module):
         logabs, phase = self.log_psi_parts(positions, conditions)
         return jax.lax.complex(logabs, phase)
 
+    def trunk_jet(self, positions: Float[Array, "n 2"], conditions: Float[Array, " n_conditions"]) -> Jet:
+        """Jet of :meth:`hidden` over the 2n coordinates (t = 2p + a: electron p, Cartesian a)."""
+        positions = jnp.asarray(positions, dtype=jnp.float64)
+        return self.trunk.jet(self.features.jet(positions), self.spins, self.normalise(conditions))
+
     def forward_laplacian(
         self, positions: Float[Array, "n 2"], conditions: Float[Array, " n_conditions"], sparsity_threshold: float = 0.0
     ) -> tuple[Complex[Array, ""], Complex[Array, "n 2"]]:
-        """(∇² log ψ, ∇ log ψ) in 1/a_M², 1/a_M (complex), by the hand-written jets of ``model.head_laplacian``.
+        """(∇² log ψ, ∇ log ψ) in 1/a_M², 1/a_M (complex), by every part's own jet.
 
+        The trunk by ``Trunk.jet`` (each layer's rule beside the layer), the head
+        by ``GeneralisedOrbitals.jet``, the Jastrow factors by their closed forms
+        (``laplacian_and_gradient``); equal to folx's forward Laplacian of
+        ``self(positions, conditions)`` (tested to 1e-10 in float64).
         ``sparsity_threshold`` > 0 asks for folx's sparse forward Laplacian of
         the whole log ψ instead (``training.laplacian_sparsity``).
         """
@@ -256,7 +267,15 @@ class Wavefunction(eqx.Module):
             from qernel_cli.hamiltonian.local_energy import laplacian_and_gradient
 
             return laplacian_and_gradient(lambda y: self(y, conditions), positions, "folx", sparsity_threshold=sparsity_threshold)
-        return log_psi_laplacian(self, positions, conditions)
+        positions = jnp.asarray(positions, dtype=jnp.float64)
+        n = positions.shape[0]
+        c = self.normalise(conditions)
+        lap_psi, grad_psi = self.orbitals.jet(self.trunk_jet(positions, conditions), positions, c[0])
+        grad_psi = grad_psi.reshape(n, 2)
+        for factor in self.jastrow_factors():
+            lap_j, grad_j = factor.laplacian_and_gradient(positions, c)
+            lap_psi, grad_psi = lap_psi + lap_j, grad_psi + grad_j
+        return lap_psi, grad_psi
 
     def at(self, conditions: Float[Array, " n_conditions"]) -> "AtConditions":
         """log ψ(·; c) as a function of positions alone that keeps the fast forward Laplacian."""
