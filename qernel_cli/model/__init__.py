@@ -12,7 +12,8 @@ from qernel_cli.model.moe import MixtureOfExperts, load_balance
 from qernel_cli.model.envelopes import BlochEnvelope, lowest_plane_waves
 from qernel_cli.model.orbitals import GeneralisedOrbitals, SpinOrbitals
 from qernel_cli.model.summary import forward_flops, parameter_breakdown, parameter_count
-from qernel_cli.model.wavefunction import Wavefunction, make_wavefunction
+from qernel_cli.model.build import make_wavefunction
+from qernel_cli.model.wavefunction import Wavefunction
 
 __all__ = [
     "LOG_FLOOR",
