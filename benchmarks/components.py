@@ -83,7 +83,7 @@ def reference_system(n: int, batch: int, rng, walkers: int | None = None):
     import numpy as np
 
     from qernel_cli.config import resolve
-    from qernel_cli.vmc.train import build
+    from qernel_cli.vmc.assembly import build
 
     walkers = STEP_WALKERS[n] if walkers is None else walkers
     overrides = [*REFERENCE_OVERRIDES, f"sampler.walkers={walkers}", f"training.depths_per_step={GROUPS}"]
@@ -106,7 +106,7 @@ def profile(n: int, seed: int = 0, walkers: int | None = None, batch: int | None
     from qernel_cli.vmc import spring
     from qernel_cli.vmc.mcmc import metropolis_sweeps
     from qernel_cli.vmc.step import log_abs_fn, log_derivatives, make_step
-    from qernel_cli.vmc.train import initial_state
+    from qernel_cli.vmc.assembly import initial_state
 
     walkers = STEP_WALKERS[n] if walkers is None else walkers
     default_batch, repeats = BATCH[n]

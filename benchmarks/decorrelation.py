@@ -66,7 +66,7 @@ def measure(run_dir: Path, depths_meV: list[float], walkers: int, records: int, 
     from qernel_cli.observables.structure import crystal_order_per_sample
     from qernel_cli.vmc.health import autocorrelation_time
     from qernel_cli.vmc.sampling import sample
-    from qernel_cli.vmc.train import load_trained
+    from qernel_cli.workflows.train import load_trained
 
     out: dict = {"benchmark": "decorrelation", "run_dir": str(run_dir), "depths_meV": depths_meV, "walkers": walkers,
                  "records": records, "burn_in_sweeps": burn_in, "variants": []}

@@ -6,7 +6,7 @@ is its own, and a timeout or a crash loses only that preset) measures, on the
 default JAX device:
 
 * **step**: the real VMC optimisation step of ``qernel train``
-  (``qernel_cli.vmc.step.make_step`` on ``qernel_cli.vmc.train.build`` /
+  (``qernel_cli.vmc.step.make_step`` on ``qernel_cli.vmc.assembly.build`` /
   ``initial_state``; Metropolis sweeps, forward-Laplacian local energies,
   per-sample log-derivatives, SPRING or Adam update): the first step (compile
   included), the time from the launch of the subprocess to the end of that
@@ -209,7 +209,7 @@ def _measure_step(spec: dict, run, config, device, section: dict, write) -> None
     import jax.numpy as jnp
 
     from qernel_cli.vmc.step import make_step
-    from qernel_cli.vmc.train import initial_state
+    from qernel_cli.vmc.assembly import initial_state
 
     t_setup = time.perf_counter()
     state = initial_state(run, jax.random.PRNGKey(spec["seed"]))
@@ -449,7 +449,7 @@ def worker(spec: dict) -> None:
     write()
     log(f"{spec['preset']}: N = {config.n_electrons}, {walkers} walkers, {jax.default_backend()} ({result['device']['kind']})")
 
-    from qernel_cli.vmc.train import build
+    from qernel_cli.vmc.assembly import build
 
     result["phase"] = "build"
     write()

@@ -241,7 +241,7 @@ def train(
     from qernel_cli import parallel
     from qernel_cli.progress import TrainReporter
     from qernel_cli.supervisor import supervise
-    from qernel_cli.vmc.train import train as run_training
+    from qernel_cli.workflows.train import train as run_training
 
     links = parallel.Distributed.from_env(coordinator, num_processes, process_id)
     if devices is not None:

@@ -5,7 +5,7 @@ A run directory holds
 * ``config.toml``: the resolved configuration (written atomically, once);
 * ``checkpoint.npz``: parameters, optimiser state, walkers, RNG key, step
   (atomic, every ``training.checkpoint_minutes``, on Ctrl-C and at the end);
-* ``train.zarr``: one row per optimisation step (``qernel_cli.vmc.train.TRAIN_VARIABLES``).
+* ``train.zarr``: one row per optimisation step (``qernel_cli.workflows.train.TRAIN_VARIABLES``).
 
 Nothing here imports JAX: the command line refuses a directory it cannot use
 (not a run, no checkpoint, a damaged checkpoint or config, a new run over an

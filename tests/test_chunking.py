@@ -12,7 +12,7 @@ from clitools import TINY_RUN
 from qernel_cli.config import resolve
 from qernel_cli.vmc import spring
 from qernel_cli.vmc.step import energy_gradient, local_energies, log_derivatives
-from qernel_cli.vmc.train import build, initial_state
+from qernel_cli.vmc.assembly import build, initial_state
 
 SMALL = [s for s in TINY_RUN if s.startswith("model.")]
 """The tests' tiny model (chunking splits walkers, whatever the model); the Ewald sum stays on."""

@@ -18,7 +18,7 @@ import math
 import pytest
 
 from qernel_cli.config import resolve
-from qernel_cli.vmc.train import train
+from qernel_cli.workflows.train import train
 from qernel_cli.workflows.exact import exact_energies
 
 SYSTEM_A = ["supercell.L1=2", "supercell.L2=1", "electrons.n_up=2", "electrons.filling=1",

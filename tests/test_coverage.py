@@ -24,7 +24,7 @@ from qernel_cli.observables import crystal_order
 from qernel_cli.observables.blocking import chain_average
 from qernel_cli.vmc.mcmc import Walkers
 from qernel_cli.vmc.sampling import sample
-from qernel_cli.vmc.train import build, initial_state
+from qernel_cli.vmc.assembly import build, initial_state
 
 GROUPS, WALKERS, RECORDS = 20, 16, 24
 

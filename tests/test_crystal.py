@@ -42,7 +42,7 @@ def test_crystal_orbitals_are_gaussians_on_the_sites():
 
 
 def test_crystal_pretraining_runs(tmp_path):
-    from qernel_cli.vmc.train import train
+    from qernel_cli.workflows.train import train
 
     small = [*TINY_RUN, "pretrain.steps=5", "training.steps=1", "pretrain.target=crystal"]
     summary = train(resolve("moire-tiny", small), tmp_path / "x")

@@ -144,7 +144,7 @@ def _table_row(section: str, name: str) -> list[str] | None:
 
 def _variable_tables():
     from qernel_cli import samples
-    from qernel_cli.vmc import train
+    from qernel_cli.workflows import train
     from qernel_cli.workflows import observe
 
     return {
@@ -174,12 +174,12 @@ def written_stores(tmp_path_factory):
     from qernel_cli.config import resolve
     from qernel_cli import checkpoint
     from qernel_cli.run_dir import CHECKPOINT_FILE, CONFIG_FILE
-    from qernel_cli.vmc import train
-    from qernel_cli.workflows import observe, phasediagram, sample
+    from qernel_cli.vmc.assembly import build
+    from qernel_cli.workflows import observe, phasediagram, sample, train
 
     tmp = tmp_path_factory.mktemp("stores")
     config = resolve("moire-tiny", ["sampler.walkers=8", "training.depths_per_step=2", "model.envelope=plane-wave"])
-    run = train.build(config)
+    run = build(config)
     train_store = train._new_store(tmp / "train.zarr", run, pretrain_steps=1)
 
     run_dir = tmp / "run"

@@ -23,7 +23,7 @@ import pytest
 from qernel_cli.config import resolve
 from qernel_cli.hamiltonian.bands import bloch_hamiltonian, lowest_orbitals
 from qernel_cli.model.interpolation import natural_spline_weights
-from qernel_cli.vmc.train import build
+from qernel_cli.vmc.assembly import build
 
 SMALL = ["hamiltonian.coulomb=false", "model.layers=1", "model.width=16", "model.heads=2", "model.kv_heads=1",
          "model.mlp_width=16", "model.film_hidden=8", "model.determinants=1"]

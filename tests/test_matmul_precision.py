@@ -15,7 +15,7 @@ TRUNK_DOTS = """
 import jax, qernel_cli
 import jax.numpy as jnp
 from qernel_cli.config import resolve
-from qernel_cli.vmc.train import build
+from qernel_cli.vmc.assembly import build
 import equinox as eqx
 run = build(resolve("moire-tiny", ["model.dtype=float32", "model.layers=1", "sampler.walkers=4"]))
 x = jnp.zeros((6, 2)) + jnp.arange(6.0)[:, None] * 0.3

@@ -7,12 +7,13 @@ import numpy as np
 from clitools import TINY_RUN
 
 from qernel_cli.config import resolve
-from qernel_cli.vmc import train as training
+from qernel_cli.vmc.assembly import build, initial_state
+from qernel_cli.vmc.pretrain import pretrain
 
 
 def _run():
     overrides = [o for o in TINY_RUN if not o.startswith(("hamiltonian.coulomb", "model.pair_jastrow_qmax", "model.radial_jastrow", "pretrain.steps"))]
-    return training.build(
+    return build(
         resolve("moire-tiny", [*overrides, "model.pair_jastrow_qmax=1.2", "model.radial_jastrow=2", "pretrain.steps=3"])
     )
 
@@ -32,8 +33,8 @@ def test_log_psi_is_the_determinant_part_plus_the_jastrow_factors():
 
 def test_pretraining_moves_the_determinants_but_not_the_jastrow_factors():
     run = _run()
-    state = training.initial_state(run, jax.random.PRNGKey(0))
-    params, _, losses, _ = training.pretrain(run, state.params, jax.random.PRNGKey(1), state.walkers)
+    state = initial_state(run, jax.random.PRNGKey(0))
+    params, _, losses, _ = pretrain(run, state.params, jax.random.PRNGKey(1), state.walkers)
     assert np.all(np.isfinite(losses))
     before, after = run.params, params
     jastrow = lambda p: (p.jastrow, p.pair_jastrow, p.radial_jastrow)  # noqa: E731

@@ -7,9 +7,11 @@ import pytest
 
 from qernel_cli import checkpoint
 from qernel_cli.config import resolve
-from qernel_cli.vmc import train as training
+from qernel_cli.vmc.assembly import build, initial_state
+from qernel_cli.vmc.step import make_step
+from qernel_cli.workflows import train as training
 from qernel_cli.run_dir import RunError
-from qernel_cli.vmc.train import train
+from qernel_cli.workflows.train import train
 from clitools import TINY_RUN
 from zarrtools import open_zarr
 
@@ -108,7 +110,7 @@ def _state_template(run_dir):
     from qernel_cli.vmc.step import TrainState, init_opt_state
 
     cfg = from_dict(read_toml(run_dir / "config.toml"))
-    run = training.build(cfg)
+    run = build(cfg)
     g, w, n = run.n_groups, run.walkers_per_group, cfg.n_electrons
     walkers = Walkers(positions=jnp.zeros((g, w, n, 2)), conditions=jnp.zeros((g, 1)), log_abs=jnp.zeros((g, w)), width=jnp.zeros(g))
     return TrainState(params=run.params, opt_state=init_opt_state(run.hyper, run.params), walkers=walkers, key=jnp.zeros(2, jnp.uint32), step=jnp.zeros((), jnp.int64))
@@ -206,9 +208,9 @@ def test_the_step_compiles_once(caplog):
     import jax
     import jax.numpy as jnp
 
-    run = training.build(small_config(3))
-    state = training.initial_state(run, jax.random.PRNGKey(0))
-    step = training.make_step(run.static, run.physics, run.hyper, run.ewald)
+    run = build(small_config(3))
+    state = initial_state(run, jax.random.PRNGKey(0))
+    step = make_step(run.static, run.physics, run.hyper, run.ewald)
     fault = jnp.zeros(())
     state, _ = step(state, fault)
     jax.block_until_ready(state)

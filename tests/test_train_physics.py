@@ -19,7 +19,7 @@ import pytest
 
 from qernel_cli.config import resolve
 from qernel_cli.vmc.reference import bloch_reference
-from qernel_cli.vmc.train import train
+from qernel_cli.workflows.train import train
 from zarrtools import open_zarr
 
 pytestmark = pytest.mark.slow

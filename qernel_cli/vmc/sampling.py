@@ -21,7 +21,7 @@ import numpy as np
 from qernel_cli import supervisor
 from qernel_cli.vmc.mcmc import Walkers, adapt_width, metropolis_sweeps, with_conditions
 from qernel_cli.vmc.step import local_energies, log_abs_fn
-from qernel_cli.vmc.train import Run
+from qernel_cli.vmc.assembly import Run
 
 
 class TooManyWalkers(ValueError):

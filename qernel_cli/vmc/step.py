@@ -26,6 +26,7 @@ from qernel_cli.hamiltonian.ewald import EwaldSum
 from qernel_cli.hamiltonian.local_energy import LocalEnergy, local_energy
 from qernel_cli.lattice import Supercell
 from qernel_cli.model.wavefunction import Wavefunction
+from qernel_cli import parallel
 from qernel_cli.parallel import AXIS, walker_spec
 from qernel_cli.vmc import spring
 from qernel_cli.vmc.family import stratified_depths
@@ -363,3 +364,13 @@ def make_step(
         return sharded(state, fault)
 
     return step
+
+
+def laid_out(walkers: Walkers, mesh: Mesh | None) -> Walkers:
+    """``walkers`` over ``mesh`` (default: all devices) in the layout of the training state.
+
+    A jitted function compiles once per input layout: walkers changed on the
+    host get the layout that its outputs have, so its first call compiles the
+    program that all later calls run.
+    """
+    return parallel.place(walkers, state_specs().walkers, parallel.make_mesh() if mesh is None else mesh)

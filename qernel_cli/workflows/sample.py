@@ -13,7 +13,7 @@ from qernel_cli.errors import QernelError
 from qernel_cli.interrupt import deferred_interrupt
 from qernel_cli.vmc.sampling import sample
 from qernel_cli.run_dir import CONFIG_FILE
-from qernel_cli.vmc.train import load_trained
+from qernel_cli.workflows.train import load_trained
 from qernel_cli.workflows.requests import check_sampling
 
 FLUSH_ROWS = 64

@@ -1,14 +1,14 @@
 """The ``qernel train`` run: pre-training, VMC loop, train store, checkpoints, resume.
 
-The run directory it writes (config, checkpoint, ``train.zarr``) is described in
-:mod:`qernel_cli.run_dir`. Resuming restores the checkpoint and truncates
+The workflow around the engine's parts (``vmc.assembly``, ``vmc.pretrain``,
+``vmc.evaluation``, ``vmc.step``). The run directory it writes (config,
+checkpoint, ``train.zarr``) is described in :mod:`qernel_cli.run_dir`. Resuming restores the checkpoint and truncates
 ``train.zarr`` to the checkpoint's step, so the continued run reproduces an
 uninterrupted one.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import shutil
@@ -18,32 +18,26 @@ from typing import Any, Callable
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import Mesh
 
 from qernel_cli import checkpoint, parallel, store, supervisor
 from qernel_cli.config import Config
 from qernel_cli.errors import QernelError
-from qernel_cli.hamiltonian.ewald import EwaldSum
 from qernel_cli.interrupt import deferred_interrupt
-from qernel_cli.model import make_wavefunction
-from qernel_cli.observables.blocking import chain_average
 from qernel_cli.run_dir import CHECKPOINT_FILE, TRAIN_STORE, RunError, atomic_write, check_trained, prepare, stored_config
 from qernel_cli.vmc import health
-from qernel_cli.vmc.crystal import classical_ground_state, family_crystal_orbitals
+from qernel_cli.vmc.assembly import Run, build, initial_state
+from qernel_cli.vmc.evaluation import evaluate
 from qernel_cli.vmc.family import stratum_centres
-from qernel_cli.vmc.mcmc import Walkers, adapt_width, initial_walkers, metropolis_sweeps, with_conditions
-from qernel_cli.vmc.pretrain import PretrainState, family_orbitals, make_pretrain_step
-from qernel_cli.vmc.step import Hyper, Physics, TrainState, init_opt_state, local_energies, log_abs_fn, make_step, state_specs
+from qernel_cli.vmc.mcmc import Walkers, adapt_width, metropolis_sweeps, with_conditions
+from qernel_cli.vmc.pretrain import pretrain
+from qernel_cli.vmc.step import TrainState, laid_out, log_abs_fn, make_step, state_specs
 
 CONSOLIDATE_SECONDS = 10.0
 """How often (s) training refreshes train.zarr's consolidated metadata (and at every checkpoint): what
 ``xarray.open_zarr`` shows of a run in progress; every step would cost tens of ms."""
 MAX_CONSECUTIVE_FAILURES = 10
-PRETRAIN_SHELLS = 5
-"""Plane-wave shells for pre-training targets (91 G; band energies converged to ~1e-8 relative at V = 30 meV)."""
 
 V = store.Variable
 TRAIN_VARIABLES = {
@@ -69,204 +63,6 @@ PRETRAIN_VARIABLES = {
 }
 
 
-@dataclasses.dataclass
-class Run:
-    """Everything built from a config for training (model structure, physics, jitted steps)."""
-
-    config: Config
-    static: Any
-    params: Any
-    physics: Physics
-    hyper: Hyper
-    ewald: EwaldSum | None
-
-    @property
-    def energy_unit_meV(self) -> float:
-        return self.config.material_units.energy_unit_meV
-
-    @property
-    def n_groups(self) -> int:
-        return self.config.training.depths_per_step
-
-    @property
-    def walkers_per_group(self) -> int:
-        return self.config.sampler.walkers // self.config.training.depths_per_step
-
-
-def build(config: Config) -> Run:
-    """Model (random init from the seed), physics in moiré units and optimiser settings."""
-    if config.sampler.walkers % config.training.depths_per_step:
-        raise RunError(
-            f"sampler.walkers={config.sampler.walkers} must be a multiple of training.depths_per_step="
-            f"{config.training.depths_per_step} (walkers are split evenly between depths)"
-        )
-    material = config.material_units
-    key = jax.random.PRNGKey(config.training.seed)
-    model = make_wavefunction(config, jax.random.fold_in(key, 1))
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    coulomb = material.coulomb_strength if config.hamiltonian.coulomb else 0.0
-    physics = Physics(
-        supercell=config.supercell_geometry,
-        phi_deg=config.material.phi_deg,
-        coulomb_strength=coulomb,
-        v_min=material.depth_to_moire(config.hamiltonian.V_min_meV),
-        v_max=material.depth_to_moire(config.hamiltonian.V_max_meV),
-    )
-    op = config.optimizer
-    hyper = Hyper(
-        optimizer=op.name,
-        learning_rate=op.learning_rate,
-        lr_decay_steps=op.lr_decay_steps,
-        damping=op.damping,
-        momentum=op.momentum,
-        max_norm=op.max_norm,
-        clip_mad=op.clip_mad,
-        clip_deviation=op.clip_deviation,
-        mcmc_steps=config.sampler.steps_per_iteration,
-        target_acceptance=config.sampler.target_acceptance,
-        lattice_hops=config.sampler.lattice_hops,
-        walker_chunk=config.training.walker_chunk,
-        matmul_dtype=config.model.dtype,
-        laplacian_sparsity=config.training.laplacian_sparsity,
-    )
-    ewald = EwaldSum(physics.supercell.cell, n_electrons=config.n_electrons) if coulomb else None
-    return Run(config=config, static=static, params=params, physics=physics, hyper=hyper, ewald=ewald)
-
-
-# ---------------------------------------------------------------------------
-# Phases.
-
-
-def pretrain(
-    run: Run,
-    params: Any,
-    key: jax.Array,
-    walkers: Walkers,
-    on_step: Callable | None = None,
-    stop: Callable[[], bool] | None = None,
-    mesh: Mesh | None = None,
-) -> tuple[Any, Walkers, np.ndarray, np.ndarray]:
-    """Fit the model to Bloch determinants over the depth range; returns params, walkers and the log.
-
-    ``mesh``: lay the state out over these devices as training does (default: all devices).
-    """
-    cfg = run.config
-    n_steps = cfg.pretrain.steps
-    optimizer = optax.adam(cfg.pretrain.learning_rate)
-    step = make_pretrain_step(run.static, run.physics.supercell, cfg.electrons.n_up, optimizer, cfg.sampler.steps_per_iteration)
-    specs = state_specs()
-    state = parallel.place(  # the layout the step returns, so that its first call compiles the program the others run
-        PretrainState(params=params, opt_state=optimizer.init(params), walkers=walkers, key=key),
-        PretrainState(params=specs.params, opt_state=specs.opt_state, walkers=specs.walkers, key=specs.key),
-        parallel.make_mesh() if mesh is None else mesh,
-    )
-    n_shells = PRETRAIN_SHELLS
-    rng = np.random.default_rng(cfg.training.seed + 7)
-    if cfg.pretrain.target == "crystal":
-        if cfg.electrons.n_down:
-            raise RunError("pretrain.target = 'crystal' is implemented for spin-polarised systems only (electrons.n_down = 0)")
-        sites = classical_ground_state(run.physics.supercell, cfg.electrons.n_up, run.physics.phi_deg)
-    losses, depths_log = [], []
-    supervisor.phase("pre-training")
-    for i in range(n_steps):
-        if stop is not None and stop():
-            raise KeyboardInterrupt
-        g = run.n_groups
-        edges = np.linspace(run.physics.v_min, run.physics.v_max, g + 1)
-        depths = edges[:-1] + rng.uniform(size=g) * np.diff(edges)
-        if cfg.pretrain.target == "crystal":
-            orbitals = family_crystal_orbitals(run.physics.supercell, sites, depths, run.physics.phi_deg, run.physics.v_max)
-        else:
-            orbitals = family_orbitals(run.physics.supercell, cfg.electrons.n_up, cfg.electrons.n_down, depths, run.physics.phi_deg, n_shells)
-        state = eqx.tree_at(lambda s: s.walkers.conditions, state, np.asarray(depths[:, None]))
-        state, loss, acceptance = step(state, jax.tree.map(np.asarray, orbitals))
-        loss, acceptance = parallel.to_host((loss, acceptance))
-        losses.append(np.asarray(loss))
-        depths_log.append(depths)
-        supervisor.beat()
-        if on_step is not None:
-            on_step(i, float(np.mean(losses[-1])), float(np.mean(acceptance)))
-    return state.params, state.walkers, np.array(losses).reshape(n_steps, run.n_groups), np.array(depths_log).reshape(n_steps, run.n_groups)
-
-
-def evaluate(
-    run: Run,
-    params: Any,
-    walkers: Walkers,
-    key: jax.Array,
-    depths_moire: np.ndarray,
-    n_blocks: int | None = None,
-    stop: Callable[[], bool] | None = None,
-    name: str = "evaluation",
-    mesh: Mesh | None = None,
-) -> dict[str, np.ndarray]:
-    """Energies per electron (E_M) at fixed depths, with error bars that hold at any autocorrelation.
-
-    Five sweep blocks without energies re-equilibrate the chains at the new
-    depths; then ``n_blocks`` (default ``training.evaluate_blocks``) blocks of
-    ``sampler.steps_per_iteration`` sweeps each record every walker's local
-    energy. Per depth: ``X`` (mean) and ``X_error`` for every component (the
-    spread of the walkers' chain means, :func:`~qernel_cli.observables.blocking.chain_average`:
-    right for any number of blocks), and ``autocorrelation_blocks``, the
-    integrated autocorrelation time τ of the total local energy in blocks
-    (the sampling-efficiency check of :mod:`qernel_cli.vmc.health`). ``stop()`` is
-    polled before every block (KeyboardInterrupt when true); ``name`` is the
-    phase shown by the supervisor; ``mesh``: the devices (default: all).
-    """
-    n_blocks = run.config.training.evaluate_blocks if n_blocks is None else n_blocks
-    model = eqx.combine(params, run.static)
-    g = walkers.conditions.shape[0]
-    if len(depths_moire) != g:
-        raise ValueError("one depth per walker group")
-    walkers = with_conditions(log_abs_fn(model), walkers, np.asarray(depths_moire, dtype=np.float64)[:, None])
-    walkers = _laid_out(walkers, mesh)
-
-    @eqx.filter_jit
-    def block(params, walkers, key):
-        model = eqx.combine(params, run.static)
-        walkers, acc = metropolis_sweeps(log_abs_fn(model), walkers, key, run.physics.supercell, run.hyper.mcmc_steps, run.hyper.lattice_hops)
-        return walkers, acc, local_energies(model, walkers, run.physics, run.ewald, run.hyper.walker_chunk, run.hyper.laplacian_sparsity)
-
-    @eqx.filter_jit
-    def sweeps(params, walkers, key):
-        model = eqx.combine(params, run.static)
-        return metropolis_sweeps(log_abs_fn(model), walkers, key, run.physics.supercell, run.hyper.mcmc_steps, run.hyper.lattice_hops)
-
-    def check() -> None:
-        if stop is not None and stop():
-            raise KeyboardInterrupt
-
-    n = run.config.n_electrons
-    supervisor.phase(name)
-    for i in range(5):  # re-equilibrate at the fixed depths, adapting the width
-        check()
-        walkers, acc = sweeps(params, walkers, jax.random.fold_in(key, i))
-        walkers = adapt_width(walkers, acc, run.hyper.target_acceptance)
-        supervisor.beat()
-    names = ("total", "kinetic", "potential", "interaction")
-    rows = {component: [] for component in names}
-    for i in range(n_blocks):
-        check()
-        walkers, acc, e = block(params, walkers, jax.random.fold_in(key, 1000 + i))
-        e = parallel.to_host(e)  # every walker's energies (groups, walkers): small
-        for component in names:
-            rows[component].append(np.asarray(getattr(e, component)) / n)
-        supervisor.beat()
-    result: dict[str, np.ndarray] = {}
-    series = {component: np.array(values) for component, values in rows.items()}  # (blocks, groups, walkers)
-    for component, x in series.items():
-        stats = [chain_average(x[:, j]) for j in range(g)]  # walkers are independent chains: their spread is the error
-        result[component] = np.array([c.mean for c in stats])
-        result[component + "_error"] = np.array([c.error for c in stats])
-        if component == "total":
-            result["autocorrelation_blocks"] = np.array([health.autocorrelation_time(x[:, j]) for j in range(g)])
-    return result
-
-
-# ---------------------------------------------------------------------------
-# The training loop.
-
-
 def _new_store(path: Path, run: Run, *, pretrain_steps: int) -> Any:
     cfg = run.config
     mat = cfg.material_units
@@ -286,26 +82,6 @@ def _new_store(path: Path, run: Run, *, pretrain_steps: int) -> Any:
             "training_depths_moire": [run.physics.v_min, run.physics.v_max],
             "seed": cfg.training.seed,
         },
-    )
-
-
-def initial_state(run: Run, key: jax.Array) -> TrainState:
-    """The state before pre-training: fresh parameters, uniform walkers at the stratum centres."""
-    cfg = run.config
-    return TrainState(
-        params=run.params,
-        opt_state=init_opt_state(run.hyper, run.params),
-        walkers=initial_walkers(
-            log_abs_fn(eqx.combine(run.params, run.static)),
-            jax.random.fold_in(key, 2),
-            run.physics.supercell,
-            jnp.asarray(stratum_centres(run.n_groups, run.physics.v_min, run.physics.v_max))[:, None],
-            run.walkers_per_group,
-            cfg.n_electrons,
-            cfg.sampler.move_width,
-        ),
-        key=jax.random.fold_in(key, 3),
-        step=jnp.zeros((), jnp.int64),
     )
 
 
@@ -338,19 +114,9 @@ class Interrupted(QernelError):
     exit_code = 130
 
 
-def _laid_out(walkers: Walkers, mesh: Mesh | None) -> Walkers:
-    """``walkers`` over ``mesh`` (default: all devices) in the layout of the training state.
-
-    A jitted function compiles once per input layout: walkers changed on the
-    host get the layout that its outputs have, so its first call compiles the
-    program that all later calls run.
-    """
-    return parallel.place(walkers, state_specs().walkers, parallel.make_mesh() if mesh is None else mesh)
-
-
 def _burn_in(run: Run, state: TrainState, conditions: jax.Array, key: jax.Array, stop: Callable[[], bool], mesh: Mesh) -> Walkers:
     """Equilibrate the model's own chains at the stratum centres (``sampler.burn_in`` sweeps); KeyboardInterrupt on ``stop()``."""
-    walkers = _laid_out(with_conditions(log_abs_fn(eqx.combine(state.params, run.static)), state.walkers, conditions), mesh)
+    walkers = laid_out(with_conditions(log_abs_fn(eqx.combine(state.params, run.static)), state.walkers, conditions), mesh)
     burn = eqx.filter_jit(lambda p, w, k: metropolis_sweeps(log_abs_fn(eqx.combine(p, run.static)), w, k, run.physics.supercell, 10, run.hyper.lattice_hops))
     supervisor.phase("burn-in")
     for i in range(max(1, run.config.sampler.burn_in // 10)):
