@@ -42,7 +42,7 @@ def density_figure(path: Path, supercell: Supercell, phi_deg: float, depth_meV: 
 
     Circles mark the moiré potential minima (for the phase φ).
     """
-    from qernel_cli.observables.sites import moire_sites
+    from qernel_cli.hamiltonian.potential import moire_sites
 
     plt = _pyplot()
     panels = 3 if aligned is not None else 2

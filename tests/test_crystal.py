@@ -11,7 +11,8 @@ from qernel_cli.hamiltonian.bands import evaluate_orbitals
 from qernel_cli.hamiltonian.ewald import ewald_energy
 from qernel_cli.lattice import Supercell
 from qernel_cli.observables.sites import site_order
-from qernel_cli.vmc.crystal import classical_ground_state, crystal_orbitals, moire_sites, oscillator_width
+from qernel_cli.hamiltonian.potential import moire_sites
+from qernel_cli.vmc.crystal import classical_ground_state, crystal_orbitals, oscillator_width
 
 
 @pytest.mark.parametrize("size,n", [(3, 6), (6, 24)])

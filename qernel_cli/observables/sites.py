@@ -21,32 +21,10 @@ import dataclasses
 import numpy as np
 from jaxtyping import Float
 
-from qernel_cli.hamiltonian.potential import moire_potential
+from qernel_cli.hamiltonian.potential import potential_minimum
 from qernel_cli.lattice import MOIRE_VECTORS, Supercell
 from qernel_cli.observables.blocking import Moments, as_samples
 from qernel_cli.observables.structure import ordering_vectors
-
-
-def potential_minimum(phi_deg: float, grid: int = 240) -> Float[np.ndarray, "2"]:
-    """Position (a_M) of the deepest minimum of Δ(r) in the moiré cell (any V > 0), refined by Newton steps."""
-    s = (np.arange(grid) + 0.5) / grid
-    frac = np.stack(np.meshgrid(s, s, indexing="ij"), axis=-1).reshape(-1, 2)
-    points = frac @ MOIRE_VECTORS
-    best = points[np.argmin(np.asarray(moire_potential(points, 1.0, 1.0, phi_deg)))]
-    h = 1e-4
-    for _ in range(20):  # Newton on the gradient with finite differences
-        e = np.eye(2) * h
-        f = lambda x: float(moire_potential(x[None], 1.0, 1.0, phi_deg)[0])  # noqa: E731
-        grad = np.array([(f(best + e[i]) - f(best - e[i])) / (2 * h) for i in range(2)])
-        hess = np.array([[(f(best + e[i] + e[j]) - f(best + e[i] - e[j]) - f(best - e[i] + e[j]) + f(best - e[i] - e[j])) / (4 * h * h) for j in range(2)] for i in range(2)])
-        best = best - np.linalg.solve(hess, grad)
-    return best
-
-
-def moire_sites(supercell: Supercell, phi_deg: float) -> Float[np.ndarray, "M 2"]:
-    """The deepest potential minimum of every moiré cell of the supercell (a_M)."""
-    n1, n2 = np.meshgrid(np.arange(supercell.L1), np.arange(supercell.L2), indexing="ij")
-    return np.stack([n1.ravel(), n2.ravel()], axis=-1) @ MOIRE_VECTORS + potential_minimum(phi_deg)
 
 
 def random_site_order(n_electrons: int, n_sites: int) -> float | None:

@@ -25,9 +25,8 @@ from jaxtyping import Float
 
 from qernel_cli.hamiltonian.bands import Orbitals
 from qernel_cli.hamiltonian.ewald import ewald_energy
-from qernel_cli.hamiltonian.potential import moire_potential
+from qernel_cli.hamiltonian.potential import moire_potential, moire_sites, potential_minimum
 from qernel_cli.lattice import MOIRE_VECTORS, Supercell, points_in_disc
-from qernel_cli.observables.sites import moire_sites, potential_minimum
 
 WIDTH_BOUNDS = (0.05, 0.3)
 
