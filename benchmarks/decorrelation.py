@@ -43,7 +43,7 @@ VARIANTS = ((True, 10), (False, 20), (False, 10))
 
 def _with_hops(run_dir: Path, hops: bool, where: Path) -> Path:
     """A copy of the run directory (config and checkpoint) whose sampler uses ``hops``."""
-    from qernel_cli.run_dir import CHECKPOINT_FILE, CONFIG_FILE
+    from qernel_cli.stores.run_dir import CHECKPOINT_FILE, CONFIG_FILE
 
     copy = where / f"run-hops-{hops}"
     if copy.exists():

@@ -230,7 +230,7 @@ def train(
         if seed is not None:
             overrides.append(f"training.seed={seed}")
         config = resolve(preset, overrides)
-    from qernel_cli import run_dir  # (imports zarr)
+    from qernel_cli.stores import run_dir  # (imports zarr)
     from qernel_cli.processes import joins_other_processes
 
     if resume:
@@ -387,7 +387,7 @@ def observe(
     """
     import json
 
-    from qernel_cli import samples
+    from qernel_cli.stores import samples
 
     samples.open_samples(store)  # a missing or damaged store is refused at once, before the numerics load
     from qernel_cli.workflows.observe import observe_store

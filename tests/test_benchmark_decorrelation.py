@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qernel_cli.config import resolve
-from qernel_cli.run_dir import CHECKPOINT_FILE, CONFIG_FILE, stored_config
+from qernel_cli.stores.run_dir import CHECKPOINT_FILE, CONFIG_FILE, stored_config
 
 from clitools import load_script
 

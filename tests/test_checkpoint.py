@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qernel_cli import checkpoint
+from qernel_cli.stores import checkpoint
 
 
 def _tree():

@@ -118,7 +118,7 @@ def test_runs_stored_before_the_envelope_spline_keep_linear_envelopes(tmp_path):
     """A stored config without model.envelope_interpolation was written when envelopes were piecewise linear in V."""
     import tomli_w
 
-    from qernel_cli.run_dir import CONFIG_FILE, stored_config
+    from qernel_cli.stores.run_dir import CONFIG_FILE, stored_config
 
     data = tomllib.loads(resolve("moire-tiny").to_toml())
     assert data["model"]["envelope_interpolation"] == "smooth"
@@ -133,7 +133,7 @@ def test_runs_stored_before_band_mixing_keep_fixed_momenta(tmp_path):
     """A stored config without model.envelope_momenta was written when every orbital kept its Bloch momentum."""
     import tomli_w
 
-    from qernel_cli.run_dir import CONFIG_FILE, stored_config
+    from qernel_cli.stores.run_dir import CONFIG_FILE, stored_config
 
     data = tomllib.loads(resolve("moire-tiny", ["model.envelope_momenta=mixed"]).to_toml())
     (tmp_path / CONFIG_FILE).write_text(tomli_w.dumps(data))

@@ -143,14 +143,12 @@ def _table_row(section: str, name: str) -> list[str] | None:
 
 
 def _variable_tables():
-    from qernel_cli import samples
-    from qernel_cli.workflows import train
-    from qernel_cli.workflows import observe
+    from qernel_cli.stores import observables, samples, train
 
     return {
         "train.zarr": {**train.TRAIN_VARIABLES, **train.PRETRAIN_VARIABLES},
         "Sample store": samples.SAMPLE_VARIABLES,
-        "Observables store": observe.OBSERVABLE_VARIABLES,
+        "Observables store": observables.OBSERVABLE_VARIABLES,
     }
 
 
@@ -172,15 +170,16 @@ def test_every_store_variable_is_documented_with_dims_dtype_and_units(section_ke
 def written_stores(tmp_path_factory):
     """Every kind of store, written by the real writers (sampling replaced by random walkers)."""
     from qernel_cli.config import resolve
-    from qernel_cli import checkpoint
-    from qernel_cli.run_dir import CHECKPOINT_FILE, CONFIG_FILE
+    from qernel_cli.stores import checkpoint
+    from qernel_cli.stores.run_dir import CHECKPOINT_FILE, CONFIG_FILE
     from qernel_cli.vmc.assembly import build
-    from qernel_cli.workflows import observe, phasediagram, sample, train
+    from qernel_cli.stores.train import create_train_store
+    from qernel_cli.workflows import observe, phasediagram, sample
 
     tmp = tmp_path_factory.mktemp("stores")
     config = resolve("moire-tiny", ["sampler.walkers=8", "training.depths_per_step=2", "model.envelope=plane-wave"])
     run = build(config)
-    train_store = train._new_store(tmp / "train.zarr", run, pretrain_steps=1)
+    train_store = create_train_store(tmp / "train.zarr", run, pretrain_steps=1)
 
     run_dir = tmp / "run"
     run_dir.mkdir()

@@ -25,7 +25,7 @@ import pytest
 import zarr
 from clitools import error_line, tree_hashes
 
-from qernel_cli import atomic, checkpoint, samples, store
+from qernel_cli.stores import atomic, checkpoint, samples, store
 
 
 def _popen(args, env):

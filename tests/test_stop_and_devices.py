@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from clitools import ERROR_PREFIX, PROGRESS_LINE, xla_flags
 
-from qernel_cli import checkpoint
+from qernel_cli.stores import checkpoint
 
 GRACE_S = 30.0
 """The supervisor's default grace after SIGTERM (``qernel_cli.supervisor.Limits``)."""

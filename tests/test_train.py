@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from qernel_cli import checkpoint
+from qernel_cli.stores import checkpoint
 from qernel_cli.config import resolve
 from qernel_cli.vmc.assembly import build, initial_state
 from qernel_cli.vmc.step import make_step
 from qernel_cli.workflows import train as training
-from qernel_cli.run_dir import RunError
+from qernel_cli.stores.run_dir import RunError
 from qernel_cli.workflows.train import train
 from clitools import TINY_RUN
 from zarrtools import open_zarr

@@ -8,10 +8,10 @@ import pytest
 import zarr
 from typer.testing import CliRunner
 
-from qernel_cli import store
+from qernel_cli.stores import store
 from qernel_cli.cli import app
 from qernel_cli.config import resolve
-from qernel_cli.store import StoreLocked
+from qernel_cli.stores.store import StoreLocked
 from qernel_cli.workflows.observe import observe_store
 from qernel_cli.workflows.requests import RequestError, parse_depths
 from qernel_cli.workflows.sample import sample_to_store

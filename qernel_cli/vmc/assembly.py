@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from qernel_cli.config import Config
 from qernel_cli.hamiltonian.ewald import EwaldSum
 from qernel_cli.model import make_wavefunction
-from qernel_cli.run_dir import RunError
+from qernel_cli.stores.run_dir import RunError
 from qernel_cli.vmc.family import stratum_centres
 from qernel_cli.vmc.mcmc import initial_walkers
 from qernel_cli.vmc.step import Hyper, Physics, TrainState, init_opt_state, log_abs_fn

@@ -32,7 +32,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 from qernel_cli import linalg, parallel, supervisor
 from qernel_cli.hamiltonian.bands import Orbitals, evaluate_orbitals, lowest_orbitals
 from qernel_cli.lattice import Supercell
-from qernel_cli.run_dir import RunError
+from qernel_cli.stores.run_dir import RunError
 from qernel_cli.vmc.assembly import Run
 from qernel_cli.vmc.crystal import classical_ground_state, family_crystal_orbitals
 from qernel_cli.vmc.mcmc import Walkers, adapt_width, metropolis_sweeps

@@ -25,16 +25,11 @@ dimension names and units, opens with xarray) and PNG plots.
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from qernel_cli import samples, store
-from qernel_cli.errors import os_reason
 from qernel_cli.lattice import MOIRE_G, MOIRE_VECTORS, Supercell
 from qernel_cli.observables import (
     crystal_order,
@@ -46,30 +41,13 @@ from qernel_cli.observables import (
     structure_factor,
     supercell_q_vectors,
 )
-from qernel_cli.observables.blocking import ChainAverage, chain_average
-from qernel_cli.observables.sites import random_site_order, site_order
+from qernel_cli.observables.blocking import chain_average
+from qernel_cli.observables.sites import site_order
+from qernel_cli.stores import samples, store
+from qernel_cli.stores.observables import DepthObservables, write_observables
 
 ENERGY_PARTS = ("energy", "kinetic", "potential", "interaction")
 G_BINS = 60
-
-
-@dataclasses.dataclass
-class DepthObservables:
-    """Everything measured at one depth (energies meV per electron, densities per a_M²)."""
-
-    depth: float
-    records: int
-    walkers: int
-    energies: dict[str, ChainAverage]  # name → mean, error, τ, blocking check
-    acceptance: float
-    density: np.ndarray
-    density_error: np.ndarray
-    density_cell: np.ndarray
-    density_aligned: np.ndarray
-    structure: Any
-    pair: Any
-    order: Any
-    site_order: Any
 
 
 def _unconverged(results: list[DepthObservables]) -> list[DepthObservables]:
@@ -179,110 +157,6 @@ def _compatible_grid(grid: int, supercell: Supercell) -> int:
     """The grid rounded up to a multiple of L1 and L2 (so the density folds onto one moiré cell)."""
     step = np.lcm(supercell.L1, supercell.L2)
     return int(-(-max(grid, step) // step) * step)
-
-
-OBS = store.Variable
-OBSERVABLE_VARIABLES = {
-    "depth": OBS(("depth",), "float64", "meV", "moiré depth V"),
-    "records": OBS(("depth",), "int64", "1", "records used"),
-    "walkers": OBS(("depth",), "int64", "1", "independent Markov chains"),
-    "acceptance": OBS(("depth",), "float64", "1", "mean Metropolis acceptance"),
-    **{
-        f"{name}{suffix}": OBS(("depth",), "float64", unit, f"{label} per electron{extra}")
-        for name, label in (("energy", "total energy"), ("kinetic", "kinetic energy"), ("potential", "moiré potential energy"), ("interaction", "interaction energy"))
-        for suffix, unit, extra in (
-            ("", "meV", ""),
-            ("_error", "meV", ": standard error (spread of the walkers' chain means; blocking with fewer than 16 walkers)"),
-            ("_tau", "record", ": integrated autocorrelation time (½ for independent records; NaN where the records are too few to measure it)"),
-        )
-    },
-    **{
-        f"{name}_converged": OBS(("depth",), "bool", "1", f"blocking of the walker-averaged {name} series found blocks longer than its correlation (False: more records needed to measure τ)")
-        for name in ("energy", "kinetic", "potential", "interaction")
-    },
-    "density": OBS(("depth", "s1", "s2"), "float64", "a_M^-2", "electron density on a grid over the supercell (fractional coordinates s1, s2)"),
-    "density_error": OBS(("depth", "s1", "s2"), "float64", "a_M^-2", "standard error of the density (chains as independent samples)"),
-    "density_cell": OBS(("depth", "c1", "c2"), "float64", "a_M^-2", "density folded into one moiré cell (fractional coordinates of a_1, a_2)"),
-    "density_aligned": OBS(("depth", "s1", "s2"), "float64", "a_M^-2", "density with each configuration translated to a common crystal pattern"),
-    "q": OBS(("q", "xy"), "float64", "1/a_M", "wave vectors of the supercell reciprocal lattice"),
-    "q_norm": OBS(("q",), "float64", "1/a_M", "|q|"),
-    "structure_factor": OBS(("depth", "q"), "float64", "1", "S(q) = <|rho_q|^2>/N"),
-    "structure_factor_error": OBS(("depth", "q"), "float64", "1", "standard error of S(q)"),
-    "structure_factor_connected": OBS(("depth", "q"), "float64", "1", "S(q) - |<rho_q>|^2/N"),
-    "r": OBS(("r",), "float64", "a_M", "pair distance (bin centres)"),
-    "pair_correlation": OBS(("depth", "r"), "float64", "1", "g(r), 1 for uncorrelated particles"),
-    "pair_correlation_error": OBS(("depth", "r"), "float64", "1", "standard error of g(r)"),
-    "order_parameter": OBS(("depth",), "float64", "1", "crystal order m^2 = 4<|rho_K|^2>/N^2 over the six K points (1 for a perfect honeycomb crystal)"),
-    "order_parameter_error": OBS(("depth",), "float64", "1", "standard error of m^2"),
-    "site_order": OBS(("depth",), "float64", "1", "site-projected crystal order m^2_site (electrons moved to their nearest moire site; 1 for the honeycomb crystal)"),
-    "site_order_error": OBS(("depth",), "float64", "1", "standard error of m^2_site"),
-}
-
-
-def write_observables(path: Path, results: list[DepthObservables], supercell: Supercell, attrs: dict[str, Any]) -> None:
-    """Write (replace) an observables store atomically: build beside it, then swap directories."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    first = results[0]
-    sizes = {"s1": first.density.shape[0], "s2": first.density.shape[1], "c1": first.density_cell.shape[0], "c2": first.density_cell.shape[1],
-             "q": len(first.structure.q), "xy": 2, "r": len(first.pair.r)}
-    static = {"q", "q_norm", "r"}
-    variables = {k: v for k, v in OBSERVABLE_VARIABLES.items() if k not in static}
-    n_el = int(attrs.get("n_electrons", 0))
-    try:
-        m = supercell.n_cells
-        references = {
-            "order_parameter_liquid": 4.0 / n_el if n_el else None,
-            "site_order_random_sites": random_site_order(n_el, m),
-        }
-        group = store.create(tmp, variables, sizes, {"kind": "observables", **attrs, **references})
-        for name in static:
-            var = OBSERVABLE_VARIABLES[name]
-            value = {"q": first.structure.q, "q_norm": np.linalg.norm(first.structure.q, axis=-1), "r": first.pair.r}[name]
-            array = group.create_array(name, shape=value.shape, dtype=var.dtype, dimension_names=var.dims)
-            array[...] = value
-            array.attrs.update({"units": var.units, "description": var.description})
-        nan = float("nan")
-        rows = [
-            {
-                "depth": r.depth, "records": r.records, "walkers": r.walkers, "acceptance": r.acceptance,
-                **{f"{k}{s}": getattr(v, field) for k, v in r.energies.items()
-                   for s, field in (("", "mean"), ("_error", "error"), ("_tau", "tau"), ("_converged", "converged"))},
-                "density": r.density, "density_error": r.density_error, "density_cell": r.density_cell, "density_aligned": r.density_aligned,
-                "structure_factor": r.structure.value, "structure_factor_error": r.structure.error, "structure_factor_connected": r.structure.connected,
-                "pair_correlation": r.pair.g, "pair_correlation_error": r.pair.error,
-                "order_parameter": r.order.value if r.order else nan, "order_parameter_error": r.order.error if r.order else nan,
-                "site_order": r.site_order.value if r.site_order else nan, "site_order_error": r.site_order.error if r.site_order else nan,
-            }
-            for r in results
-        ]
-        store.append_rows(group, rows)
-    except (OSError, store.StoreError) as error:
-        shutil.rmtree(tmp, ignore_errors=True)
-        reason = os_reason(error) if isinstance(error, OSError) else error.reason
-        raise store.StoreError(f"cannot write observables to {path}: {reason}") from None
-    old = path.with_name(path.name + ".old")
-    try:
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-    except OSError as error:
-        raise store.StoreError(f"cannot write observables to {path}: {os_reason(error)}") from None
-    shutil.rmtree(old, ignore_errors=True)
-    _consolidate_parent(path)
-
-
-def _consolidate_parent(path: Path) -> None:
-    """Re-consolidate the QERNEL store that holds ``path`` as a group (the sample store, for its ``observables``)."""
-    parent = path.parent
-    if not (parent / "zarr.json").exists():
-        return
-    try:
-        store.consolidate(parent)
-    except OSError:
-        pass  # the observables are written; a reader of the parent store then reads its metadata file by file
 
 
 def plot_depths(plots_dir: Path, results: list[DepthObservables], supercell: Supercell, phi_deg: float) -> list[Path]:

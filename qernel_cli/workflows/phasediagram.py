@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from qernel_cli import samples, store
+from qernel_cli.stores import samples, store
 from qernel_cli.errors import QernelError, os_reason
 from qernel_cli.observables.sites import random_site_order
 from qernel_cli.observables.transition import estimate_transition

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from qernel_cli import run_dir, samples, store
+from qernel_cli.stores import run_dir, samples, store
 from qernel_cli.config import Config
 from qernel_cli.errors import QernelError
 

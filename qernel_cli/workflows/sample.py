@@ -8,11 +8,11 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from qernel_cli import samples, store
+from qernel_cli.stores import samples, store
 from qernel_cli.errors import QernelError
 from qernel_cli.interrupt import deferred_interrupt
 from qernel_cli.vmc.sampling import sample
-from qernel_cli.run_dir import CONFIG_FILE
+from qernel_cli.stores.run_dir import CONFIG_FILE
 from qernel_cli.workflows.train import load_trained
 from qernel_cli.workflows.requests import check_sampling
 

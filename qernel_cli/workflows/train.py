@@ -2,7 +2,7 @@
 
 The workflow around the engine's parts (``vmc.assembly``, ``vmc.pretrain``,
 ``vmc.evaluation``, ``vmc.step``). The run directory it writes (config,
-checkpoint, ``train.zarr``) is described in :mod:`qernel_cli.run_dir`. Resuming restores the checkpoint and truncates
+checkpoint, ``train.zarr``) is described in :mod:`qernel_cli.stores.run_dir`. Resuming restores the checkpoint and truncates
 ``train.zarr`` to the checkpoint's step, so the continued run reproduces an
 uninterrupted one.
 """
@@ -21,11 +21,13 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from qernel_cli import checkpoint, parallel, store, supervisor
+from qernel_cli import parallel, supervisor
+from qernel_cli.stores import checkpoint, store
+from qernel_cli.stores import train as train_store
 from qernel_cli.config import Config
 from qernel_cli.errors import QernelError
 from qernel_cli.interrupt import deferred_interrupt
-from qernel_cli.run_dir import CHECKPOINT_FILE, TRAIN_STORE, RunError, atomic_write, check_trained, prepare, stored_config
+from qernel_cli.stores.run_dir import CHECKPOINT_FILE, TRAIN_STORE, RunError, atomic_write, check_trained, prepare, stored_config
 from qernel_cli.vmc import health
 from qernel_cli.vmc.assembly import Run, build, initial_state
 from qernel_cli.vmc.evaluation import evaluate
@@ -38,51 +40,6 @@ CONSOLIDATE_SECONDS = 10.0
 """How often (s) training refreshes train.zarr's consolidated metadata (and at every checkpoint): what
 ``xarray.open_zarr`` shows of a run in progress; every step would cost tens of ms."""
 MAX_CONSECUTIVE_FAILURES = 10
-
-V = store.Variable
-TRAIN_VARIABLES = {
-    "step": V(("step",), "int64", "1", "optimisation step index"),
-    "depth": V(("step", "group"), "float64", "meV", "moiré depth V of each walker group in this step"),
-    "energy": V(("step", "group"), "float64", "meV", "mean local energy per electron"),
-    "energy_error": V(("step", "group"), "float64", "meV", "standard error of the energy per electron (walkers treated as independent)"),
-    "variance": V(("step", "group"), "float64", "meV^2", "variance of the total local energy"),
-    "kinetic": V(("step", "group"), "float64", "meV", "kinetic energy per electron"),
-    "potential": V(("step", "group"), "float64", "meV", "moiré potential energy per electron"),
-    "interaction": V(("step", "group"), "float64", "meV", "Coulomb interaction energy per electron"),
-    "acceptance": V(("step", "group"), "float64", "1", "Metropolis acceptance rate"),
-    "clipped_fraction": V(("step", "group"), "float64", "1", "fraction of local energies clipped to median ± clip_mad·MAD in the gradient"),
-    "move_width": V(("step", "group"), "float64", "a_M", "Gaussian move width after adaptation"),
-    "learning_rate": V(("step",), "float64", "1", "learning rate of this step"),
-    "update_norm": V(("step",), "float64", "1", "Euclidean norm of the parameter update"),
-    "accepted": V(("step",), "int8", "1", "1 if the step was finite and applied, 0 if rejected and rolled back"),
-    "wall_time": V(("step",), "float64", "s", "wall-clock time since the start of the run (summed over resumes)"),
-}
-PRETRAIN_VARIABLES = {
-    "pretrain_infidelity": V(("pretrain_step", "group"), "float64", "1", "1 − fidelity with the Bloch determinant"),
-    "pretrain_depth": V(("pretrain_step", "group"), "float64", "meV", "depth of each group in the pre-training step"),
-}
-
-
-def _new_store(path: Path, run: Run, *, pretrain_steps: int) -> Any:
-    cfg = run.config
-    mat = cfg.material_units
-    variables = dict(TRAIN_VARIABLES)
-    if pretrain_steps:
-        variables.update(PRETRAIN_VARIABLES)
-    return store.create(
-        path,
-        variables,
-        {"group": run.n_groups},
-        {
-            "kind": "train",
-            "config_toml": cfg.to_toml(),
-            "n_electrons": cfg.n_electrons,
-            "energy_unit_meV": mat.energy_unit_meV,
-            "coulomb_strength_U": run.physics.coulomb_strength,
-            "training_depths_moire": [run.physics.v_min, run.physics.v_max],
-            "seed": cfg.training.seed,
-        },
-    )
 
 
 def load_trained(run_dir: Path) -> tuple[Run, TrainState, dict[str, Any]]:
@@ -230,13 +187,13 @@ def train(
                 if stored < done:
                     raise RunError(f"{store_path} has fewer steps than the checkpoint ({stored} < {done}); the store is damaged")
                 store.truncate(group, done, "step")
-                store.add_missing(group, TRAIN_VARIABLES, {"group": run.n_groups}, done)
+                store.add_missing(group, train_store.TRAIN_VARIABLES, {"group": run.n_groups}, done)
         else:
             if main:
                 if resume and store_path.exists():
                     # Interrupted before the first checkpoint: start over in the same directory.
                     shutil.rmtree(store_path)
-                group = _new_store(store_path, run, pretrain_steps=cfg.pretrain.steps)
+                group = train_store.create_train_store(store_path, run, pretrain_steps=cfg.pretrain.steps)
             state = parallel.place(template, specs, mesh)
             if cfg.pretrain.steps:
                 if reporter:

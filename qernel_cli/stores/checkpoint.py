@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from qernel_cli.atomic import TMP_SUFFIX, replace_file
+from qernel_cli.stores.atomic import TMP_SUFFIX, replace_file
 from qernel_cli.errors import QernelError, os_reason
 
 FORMAT = "qernel-checkpoint/1"

@@ -34,7 +34,7 @@ from typing import Any, Iterator
 import numpy as np
 import zarr
 
-from qernel_cli import store
+from qernel_cli.stores import store
 from qernel_cli.errors import os_reason
 
 V = store.Variable

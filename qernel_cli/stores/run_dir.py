@@ -5,7 +5,7 @@ A run directory holds
 * ``config.toml``: the resolved configuration (written atomically, once);
 * ``checkpoint.npz``: parameters, optimiser state, walkers, RNG key, step
   (atomic, every ``training.checkpoint_minutes``, on Ctrl-C and at the end);
-* ``train.zarr``: one row per optimisation step (``qernel_cli.workflows.train.TRAIN_VARIABLES``).
+* ``train.zarr``: one row per optimisation step (``qernel_cli.stores.train.TRAIN_VARIABLES``).
 
 Nothing here imports JAX: the command line refuses a directory it cannot use
 (not a run, no checkpoint, a damaged checkpoint or config, a new run over an
@@ -18,8 +18,8 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-from qernel_cli import checkpoint, store
-from qernel_cli.atomic import replace_file
+from qernel_cli.stores import checkpoint, store
+from qernel_cli.stores.atomic import replace_file
 from qernel_cli.config import Config, from_dict, read_toml
 from qernel_cli.errors import QernelError, os_reason
 
