@@ -300,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import jax
 
-    import qernel_cli  # noqa: F401  (float64, XLA flags)
+    from qernel_cli import configure_jax
+
+    configure_jax()  # before the first computation
 
     report = {
         "benchmark": "components",

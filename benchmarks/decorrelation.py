@@ -61,7 +61,9 @@ def measure(run_dir: Path, depths_meV: list[float], walkers: int, records: int, 
     import jax
     import numpy as np
 
-    import qernel_cli  # noqa: F401  (float64, XLA flags)
+    from qernel_cli import configure_jax
+
+    configure_jax()  # before the first computation
     from qernel_cli.lattice import Supercell
     from qernel_cli.observables.structure import crystal_order_per_sample
     from qernel_cli.vmc.health import autocorrelation_time

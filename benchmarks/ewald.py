@@ -18,9 +18,11 @@ import statistics
 import sys
 import time
 
-import jax
+from qernel_cli import configure_jax
 
-jax.config.update("jax_enable_x64", True)
+configure_jax()
+
+import jax  # noqa: E402
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402

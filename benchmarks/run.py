@@ -421,7 +421,9 @@ def worker(spec: dict) -> None:
     sys.path.insert(0, str(ROOT))
     import jax
 
-    import qernel_cli  # noqa: F401  (XLA flags and float64: imported before the first computation)
+    from qernel_cli import configure_jax
+
+    configure_jax()  # before the first computation
     from qernel_cli.config import resolve
 
     device = jax.devices()[0]

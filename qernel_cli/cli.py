@@ -11,12 +11,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from qernel_cli import __version__, tables
+from qernel_cli import __version__, configure_jax, tables
 from qernel_cli.errors import QernelError, one_line, os_error_message
 
 app = typer.Typer(
     name="qernel",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -86,8 +85,9 @@ def _version_callback(value: bool):
         raise typer.Exit()
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def main_callback(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
     ] = False,
@@ -97,6 +97,11 @@ def main_callback(
     Typical use: `qernel train --preset moire-tiny --out runs/tiny`, then
     `qernel phasediagram runs/tiny --depths 0:30:16 --out pd`.
     """
+    if ctx.invoked_subcommand is None:  # `qernel` alone: the help, with a usage error's exit status
+        text = ctx.get_help()  # typer's rich help prints itself and returns ""
+        if text:
+            typer.echo(text)
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -588,13 +593,13 @@ def main() -> None:
     are one ``qernel: error:`` line pointing to ``--help``, like every other
     error; ``qernel`` alone prints the help.
     """
+    configure_jax()
     try:
         code = app(standalone_mode=False)
     except typer.TyperException as error:  # click's usage errors
         code = error.exit_code
-        if type(error).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
-            ctx = getattr(error, "ctx", None)
-            fail(error.format_message() + (f" (see `{ctx.command_path} --help`)" if ctx is not None else ""), code)
+        ctx = getattr(error, "ctx", None)
+        fail(error.format_message() + (f" (see `{ctx.command_path} --help`)" if ctx is not None else ""), code)
     except typer.Abort:
         fail("aborted", 1)
         code = 1

@@ -13,7 +13,7 @@ arithmetic, vectorised over the batch, so nothing waits on the pool.
 
 :func:`method` chooses, when a program is traced: ``"elimination"`` on a
 process with several CPU devices, ``"lapack"`` otherwise (one CPU device,
-where ``qernel_cli/__init__.py``'s scheduler setting keeps the kernels apart
+where :func:`qernel_cli.configure_jax`'s scheduler setting keeps the kernels apart
 and they are 10–30 % faster for these small matrices; or an accelerator,
 whose solvers do not share the CPU pool). ``QERNEL_DETERMINANTS=lapack`` or
 ``=elimination`` forces one.

@@ -25,10 +25,11 @@ from clitools import FAST_COMPILE  # noqa: E402
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 
-import qernel_cli  # noqa: E402,F401  (XLA flags must be set before the first computation)
-import jax  # noqa: E402
+from qernel_cli import configure_jax  # noqa: E402
 
-jax.config.update("jax_enable_x64", True)
+configure_jax()  # before the first computation: the XLA flags are read when the backend starts
+
+import jax  # noqa: E402
 
 import fcntl  # noqa: E402
 import gc  # noqa: E402

@@ -123,13 +123,34 @@ def test_commands_that_compute_nothing_never_import_jax(args, code):
     assert done.stderr.strip().endswith("JAX_IMPORTED=False"), done.stderr[-2000:]
 
 
-def test_importing_the_package_still_means_float64(tmp_path):
-    """`import qernel_cli` before or after JAX switches JAX to 64-bit (no JAX import of its own)."""
-    for order in ("import qernel_cli, jax", "import jax, qernel_cli"):
+def test_configure_jax_means_float64_before_or_after_jax_is_loaded():
+    """`qernel_cli.configure_jax()` switches JAX to 64-bit whether JAX was imported before it or not."""
+    for order in ("import qernel_cli; qernel_cli.configure_jax(); import jax", "import jax, qernel_cli; qernel_cli.configure_jax()"):
         code = f"{order}; import jax.numpy as jnp; print(jnp.zeros(1).dtype)"
         env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
         assert done.stdout.strip() == "float64", (order, done.stderr[-2000:])
+
+
+def test_importing_the_package_changes_nothing_and_a_run_needs_configure():
+    """`import qernel_cli` leaves JAX and XLA_FLAGS alone; assembling a run in 32-bit mode is a clear error."""
+    code = (
+        "import os, qernel_cli, jax\n"
+        "print(repr(os.environ.get('XLA_FLAGS')), jax.config.jax_enable_x64)\n"
+        "from qernel_cli.config import resolve\n"
+        "from qernel_cli.runtime import JaxNotConfiguredError\n"
+        "from qernel_cli.vmc.assembly import build\n"
+        "try:\n"
+        "    build(resolve('moire-tiny'))\n"
+        "except JaxNotConfiguredError as error:\n"
+        "    print('refused:', error)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_ENABLE_X64", "XLA_FLAGS")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, second = done.stdout.splitlines()
+    assert first == "None False"
+    assert second.startswith("refused: JAX is in 32-bit mode") and "configure_jax()" in second
 
 
 def test_set_accepts_a_number_for_a_text_field():

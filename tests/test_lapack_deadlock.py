@@ -22,6 +22,7 @@ import pytest
 PROGRAM = """
 import sys, time
 import qernel_cli, jax, jax.numpy as jnp, numpy as np
+qernel_cli.configure_jax()
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from qernel_cli import linalg
 assert len(jax.devices()) == 2

@@ -1,4 +1,4 @@
-"""``import qernel_cli`` makes float32 matrix products full float32 on every backend (not TF32/bfloat16 passes).
+"""``qernel_cli.configure_jax()`` makes float32 matrix products full float32 on every backend (not TF32/bfloat16 passes).
 
 Checked on the lowered program, which is what an accelerator compiles: every
 float32 ``dot_general`` of the trunk must carry HIGHEST precision. Each case
@@ -13,6 +13,7 @@ import sys
 
 TRUNK_DOTS = """
 import jax, qernel_cli
+qernel_cli.configure_jax()
 import jax.numpy as jnp
 from qernel_cli.config import resolve
 from qernel_cli.vmc.assembly import build
@@ -46,5 +47,5 @@ def test_user_choice_is_kept():
 
 
 def test_set_when_jax_was_loaded_first():
-    code = "import jax; import qernel_cli; print(jax.config.jax_default_matmul_precision)"
+    code = "import jax; import qernel_cli; qernel_cli.configure_jax(); print(jax.config.jax_default_matmul_precision)"
     assert _run(code) == ["highest"]

@@ -41,6 +41,7 @@ def _qernel(*args: str, devices: int | None = None, timeout: int = 600) -> subpr
 
 SHARDED_SPRING = """
 import qernel_cli, jax, jax.numpy as jnp, numpy as np, json
+qernel_cli.configure_jax()
 from jax.sharding import PartitionSpec as P
 from qernel_cli import parallel
 from qernel_cli.vmc import spring

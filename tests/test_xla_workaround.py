@@ -1,4 +1,4 @@
-"""The XLA CPU setting made by ``import qernel_cli`` keeps batched LAPACK kernels from deadlocking.
+"""The XLA CPU setting made by ``qernel_cli.configure_jax()`` keeps batched LAPACK kernels from deadlocking.
 
 Eight independent batched complex log-determinants and their gradients in one
 jitted program hang forever on a 2-core machine with XLA's default CPU
@@ -15,6 +15,7 @@ import sys
 
 SCRIPT = """
 import qernel_cli, jax, jax.numpy as jnp
+qernel_cli.configure_jax()
 def total(xs):
     return sum(jnp.linalg.slogdet(x)[1].sum() for x in xs).real
 xs = [jax.random.normal(jax.random.PRNGKey(i), (512, 24, 24)) + 0j for i in range(8)]
@@ -35,6 +36,6 @@ def test_batched_determinant_gradients_do_not_hang():
 
 def test_user_setting_of_the_flag_is_kept():
     env = {**os.environ, "XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true"}
-    code = "import qernel_cli, os; print(os.environ['XLA_FLAGS'])"
+    code = "import qernel_cli, os; qernel_cli.configure_jax(); print(os.environ['XLA_FLAGS'])"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "--xla_cpu_enable_concurrency_optimized_scheduler=true"

@@ -10,6 +10,7 @@ from jaxtyping import Float, PRNGKeyArray
 from qernel_cli.config import Config
 from qernel_cli.model.envelopes import BandStates, BlochOrbitals
 from qernel_cli.model.wavefunction import Wavefunction
+from qernel_cli.runtime import require_x64
 
 
 def make_wavefunction(
@@ -38,6 +39,7 @@ def make_wavefunction(
     waves. ``envelope_shells`` (default ``config.model.envelope_shells``) is the
     plane-wave cutoff |G| ≤ shells·|b| in both cases.
     """
+    require_x64()
     material = config.material_units
     m = config.model
     if conditions_range is None:

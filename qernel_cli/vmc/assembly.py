@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from qernel_cli.config import Config
 from qernel_cli.hamiltonian.ewald import EwaldSum
 from qernel_cli.model import make_wavefunction
+from qernel_cli.runtime import require_x64
 from qernel_cli.stores.run_dir import RunError
 from qernel_cli.vmc.family import stratum_centres
 from qernel_cli.vmc.mcmc import initial_walkers
@@ -52,6 +53,7 @@ class Run:
 
 def build(config: Config) -> Run:
     """Model (random init from the seed), physics in moiré units and optimiser settings."""
+    require_x64()
     if config.sampler.walkers % config.training.depths_per_step:
         raise RunError(
             f"sampler.walkers={config.sampler.walkers} must be a multiple of training.depths_per_step="

@@ -1,9 +1,8 @@
 """Error bars of the tiny-crystal phase diagram: walkers' spread (new) vs blocking of the walker-averaged series (old), same data."""
 import json, sys
 import numpy as np
-from qernel_cli import samples
-import importlib
-B = importlib.import_module("qernel_cli.observables.blocking")
+from qernel_cli.stores import samples
+from qernel_cli.observables import blocking as B
 from qernel_cli.observables.transition import estimate_transition
 from qernel_cli.workflows.observe import depth_rows
 import xarray as xr
