@@ -251,7 +251,7 @@ def analyse(args: argparse.Namespace) -> None:
         for seg in fam["segments"]:
             for d in seg["observe"]["depths"]:
                 points.append({"steps": seg["steps"], "wall_s": seg["wall_time_s"] + fam["offset_s"],
-                               "V_meV": d["V_meV"], "energy_meV": d["energy_per_electron_meV"], "error_meV": d["energy_per_electron_error_meV"]})
+                               "V_meV": d["V_meV"], "energy_meV": d["energy_meV"], "error_meV": d["energy_error_meV"]})
         result["family_run"] = {"command": "qernel train --preset moire-tiny (V 0-30 meV), evaluated by qernel sample + observe",
                                 "points": points}
     Path(args.json).write_text(json.dumps(result, indent=1) + "\n")

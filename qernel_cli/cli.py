@@ -415,26 +415,12 @@ def observe(
 def _observables_summary(results, attrs) -> dict:
     from qernel_cli.observables.sites import random_site_order
 
-    rows = []
-    for r in results:
-        row = {"V_meV": r.depth, "records": r.records, "walkers": r.walkers, "acceptance": r.acceptance}
-        for name, e in r.energies.items():
-            key = "energy_per_electron" if name == "energy" else name
-            row[f"{key}_meV"] = e.mean
-            row[f"{key}_error_meV"] = e.error
-            row[f"{key}_tau_records"] = None if e.tau != e.tau else e.tau  # NaN: not measurable
-            row[f"{key}_blocking_converged"] = e.converged
-        row["order_parameter"] = r.order.value if r.order else None
-        row["order_parameter_error"] = r.order.error if r.order else None
-        row["site_order"] = r.site_order.value if r.site_order else None
-        row["site_order_error"] = r.site_order.error if r.site_order else None
-        rows.append(row)
     n, m = attrs["n_electrons"], attrs["supercell"][0] * attrs["supercell"][1]
     return {
         "n_electrons": n,
         "order_parameter_liquid": 4.0 / n,
         "site_order_random_sites": random_site_order(n, m),
-        "depths": rows,
+        "depths": [r.summary() for r in results],
     }
 
 
@@ -448,12 +434,12 @@ def _print_observables(summary: dict) -> None:
         return "—" if row[key] is None else f"{row[key]:.3f} ± {row[key + '_error']:.3f}"
 
     def tau(row):
-        value = row["energy_per_electron_tau_records"]
+        value = row["energy_tau_records"]
         return "—" if value is None else f"{value:.1f}"
 
     rows = [
         (
-            f"{row['V_meV']:g}", pm(row, "energy_per_electron"), pm(row, "kinetic"), pm(row, "potential"), pm(row, "interaction"),
+            f"{row['V_meV']:g}", pm(row, "energy"), pm(row, "kinetic"), pm(row, "potential"), pm(row, "interaction"),
             tau(row), order(row, "order_parameter"), order(row, "site_order"), f"{row['acceptance']:.2f}",
         )
         for row in summary["depths"]

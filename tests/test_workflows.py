@@ -108,11 +108,21 @@ def test_phasediagram_cli_json_resumes_without_resampling(run_dir, tmp_path):
     (blocking,) = [w for w in warnings if "extrapolat" not in w]
     assert "blocking did not converge at V = -5, 10, 20, 45 meV" in blocking and "--records 16" in blocking and "--top-up" in blocking
     summary = json.loads(result.stdout)
-    assert all(d["energy_blocking_converged"] is False and d["energy_tau_records"] is None for d in summary["depths"])
+    assert all(d["energy_converged"] is False and d["energy_tau_records"] is None for d in summary["depths"])
     assert [d["V_meV"] for d in summary["depths"]] == [-5.0, 10.0, 20.0, 45.0]
     assert summary["transition"]["method"] and (out / "phasediagram.png").is_file()
     ds = open_zarr(out / "phasediagram.zarr")
     assert ds.attrs["transition"] == summary["transition"]
+    # One per-depth record: `observe --json` on the same samples has the same keys and values, and both are the store's
+    observed = runner.invoke(app, ["observe", str(out / "samples.zarr"), "--grid", "12", "--plots", str(tmp_path / "p"), "--json"])
+    assert observed.exit_code == 0, observed.stderr
+    for a, b in zip(json.loads(observed.stdout)["depths"], summary["depths"], strict=True):
+        assert a.keys() == b.keys() and a["energy_meV"] == pytest.approx(b["energy_meV"], rel=1e-12)
+    for i, d in enumerate(summary["depths"]):
+        for key in ("energy", "kinetic", "potential", "interaction"):
+            assert d[f"{key}_meV"] == float(ds[key][i]) and d[f"{key}_error_meV"] == float(ds[f"{key}_error"][i])
+            assert d[f"{key}_converged"] == bool(ds[f"{key}_converged"][i])
+        assert d["V_meV"] == float(ds["depth"][i]) and d["site_order"] == float(ds["site_order"][i])
     records = zarr.open_group(str(out / "samples.zarr"), mode="r")["depth"].shape[0]
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and zarr.open_group(str(out / "samples.zarr"), mode="r")["depth"].shape[0] == records

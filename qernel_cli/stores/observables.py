@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 from pathlib import Path
@@ -34,6 +35,45 @@ class DepthObservables:
     pair: Any
     order: Any
     site_order: Any
+
+    def store_row(self) -> dict[str, Any]:
+        """The row of the observables store: one value per variable of :data:`OBSERVABLE_VARIABLES` but q, q_norm, r."""
+        nan = float("nan")
+        return {
+            "depth": self.depth, "records": self.records, "walkers": self.walkers, "acceptance": self.acceptance,
+            **{f"{name}{suffix}": getattr(value, field) for name, value in self.energies.items() for suffix, field in ENERGY_FIELDS},
+            "density": self.density, "density_error": self.density_error, "density_cell": self.density_cell, "density_aligned": self.density_aligned,
+            "structure_factor": self.structure.value, "structure_factor_error": self.structure.error,
+            "structure_factor_connected": self.structure.connected,
+            "pair_correlation": self.pair.g, "pair_correlation_error": self.pair.error,
+            "order_parameter": self.order.value if self.order else nan, "order_parameter_error": self.order.error if self.order else nan,
+            "site_order": self.site_order.value if self.site_order else nan,
+            "site_order_error": self.site_order.error if self.site_order else nan,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """The scalars as JSON (``observe --json``, ``phasediagram.json``): the store's names, the unit in the key.
+
+        ``V_meV``, ``records``, ``walkers``, ``acceptance``; for each of energy,
+        kinetic, potential and interaction (meV per electron): ``{name}_meV``,
+        ``{name}_error_meV``, ``{name}_tau_records`` (null where too few
+        records to measure τ) and ``{name}_converged``; ``order_parameter``,
+        ``site_order`` and their ``_error`` (null where not defined).
+        """
+        row: dict[str, Any] = {"V_meV": self.depth, "records": self.records, "walkers": self.walkers, "acceptance": self.acceptance}
+        for name, value in self.energies.items():
+            row[f"{name}_meV"] = value.mean
+            row[f"{name}_error_meV"] = value.error
+            row[f"{name}_tau_records"] = None if math.isnan(value.tau) else value.tau
+            row[f"{name}_converged"] = bool(value.converged)
+        for name, estimate in (("order_parameter", self.order), ("site_order", self.site_order)):
+            row[name] = estimate.value if estimate else None
+            row[f"{name}_error"] = estimate.error if estimate else None
+        return row
+
+
+ENERGY_FIELDS = (("", "mean"), ("_error", "error"), ("_tau", "tau"), ("_converged", "converged"))
+"""Store-variable suffix and :class:`ChainAverage` field of each energy column."""
 
 
 OBS = store.Variable
@@ -99,21 +139,7 @@ def write_observables(path: Path, results: list[DepthObservables], supercell: Su
             array = group.create_array(name, shape=value.shape, dtype=var.dtype, dimension_names=var.dims)
             array[...] = value
             array.attrs.update({"units": var.units, "description": var.description})
-        nan = float("nan")
-        rows = [
-            {
-                "depth": r.depth, "records": r.records, "walkers": r.walkers, "acceptance": r.acceptance,
-                **{f"{k}{s}": getattr(v, field) for k, v in r.energies.items()
-                   for s, field in (("", "mean"), ("_error", "error"), ("_tau", "tau"), ("_converged", "converged"))},
-                "density": r.density, "density_error": r.density_error, "density_cell": r.density_cell, "density_aligned": r.density_aligned,
-                "structure_factor": r.structure.value, "structure_factor_error": r.structure.error, "structure_factor_connected": r.structure.connected,
-                "pair_correlation": r.pair.g, "pair_correlation_error": r.pair.error,
-                "order_parameter": r.order.value if r.order else nan, "order_parameter_error": r.order.error if r.order else nan,
-                "site_order": r.site_order.value if r.site_order else nan, "site_order_error": r.site_order.error if r.site_order else nan,
-            }
-            for r in results
-        ]
-        store.append_rows(group, rows)
+        store.append_rows(group, [r.store_row() for r in results])
     except (OSError, store.StoreError) as error:
         shutil.rmtree(tmp, ignore_errors=True)
         reason = os_reason(error) if isinstance(error, OSError) else error.reason

@@ -124,21 +124,7 @@ def phase_diagram(
         "n_electrons": attrs.get("n_electrons"),
         "order_parameter": "site-projected crystal order m²_site" if site else None,
         "transition": transition.as_dict() if transition else None,
-        "depths": [
-            {
-                "V_meV": r.depth,
-                **{f"{k}_meV": r.energies[k].mean for k in ("energy", "kinetic", "potential", "interaction")},
-                **{f"{k}_error_meV": r.energies[k].error for k in ("energy", "kinetic", "potential", "interaction")},
-                "records": r.records,
-                "energy_tau_records": None if math.isnan(r.energies["energy"].tau) else r.energies["energy"].tau,
-                "energy_blocking_converged": r.energies["energy"].converged,
-                "site_order": r.site_order.value if r.site_order else None,
-                "site_order_error": r.site_order.error if r.site_order else None,
-                "order_parameter": r.order.value if r.order else None,
-                "order_parameter_error": r.order.error if r.order else None,
-            }
-            for r in results
-        ],
+        "depths": [r.summary() for r in results],
     }
     (out_dir / "phasediagram.json").write_text(json.dumps(summary, indent=2))
     return summary
