@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from qernel_cli.lattice import Supercell
-from qernel_cli.vmc.mcmc import adapt_width, initial_walkers, metropolis_sweeps, with_conditions
+from qernel_cli.vmc.mcmc import adapt_width, equilibrate, initial_walkers, metropolis_sweeps, with_conditions
 
 SC = Supercell(2, 2)
 
@@ -80,3 +80,29 @@ def eqx_positions(walkers, positions):
     import equinox as eqx
 
     return eqx.tree_at(lambda w: w.positions, walkers, SC.wrap(positions))
+
+
+def test_equilibrate_steers_each_group_to_the_target_acceptance_and_stops_when_asked():
+    """The one burn-in helper: per-group widths reach the target acceptance; block i uses fold_in(key, first + i)."""
+    conditions = jnp.array([[0.0], [2.0]])  # flat |ψ|² (wide moves accepted) and a peaked one
+    key = jax.random.PRNGKey(1)
+    w = initial_walkers(_log_abs, key, SC, conditions, walkers_per_group=256, n_electrons=2, width=1e-3)
+    sweep = jax.jit(lambda w, k: metropolis_sweeps(_log_abs, w, k, SC, 5))
+    beats = []
+    done = equilibrate(sweep, w, key, 30, 0.4, after_block=lambda: beats.append(1))
+    assert len(beats) == 30
+    _, acceptance = sweep(done, jax.random.PRNGKey(99))
+    np.testing.assert_allclose(acceptance[1], 0.4, atol=0.06)  # the peaked group settles at the target
+    assert float(done.width[0]) == 2.0  # the flat one accepts every move: its width grows to the largest allowed
+    # the same blocks by hand, keys fold_in(key, 7 + i)
+    by_hand = w
+    for i in range(3):
+        by_hand, acc = sweep(by_hand, jax.random.fold_in(key, 7 + i))
+        by_hand = adapt_width(by_hand, acc, 0.4)
+    helper = equilibrate(sweep, w, key, 3, 0.4, first_block=7)
+    np.testing.assert_array_equal(helper.positions, by_hand.positions)
+    np.testing.assert_array_equal(helper.width, by_hand.width)
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        equilibrate(sweep, w, key, 5, 0.4, stop=lambda: len(calls) >= 2, after_block=lambda: calls.append(1))
+    assert len(calls) == 2

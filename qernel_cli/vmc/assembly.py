@@ -11,7 +11,7 @@ walkers.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import equinox as eqx
 import jax
@@ -23,7 +23,7 @@ from qernel_cli.model import make_wavefunction
 from qernel_cli.runtime import require_x64
 from qernel_cli.stores.run_dir import RunError
 from qernel_cli.vmc.family import stratum_centres
-from qernel_cli.vmc.mcmc import initial_walkers
+from qernel_cli.vmc.mcmc import Walkers, initial_walkers, metropolis_sweeps
 from qernel_cli.vmc.step import Hyper, Physics, TrainState, init_opt_state, log_abs_fn
 
 
@@ -110,3 +110,14 @@ def initial_state(run: Run, key: jax.Array) -> TrainState:
         key=jax.random.fold_in(key, 3),
         step=jnp.zeros((), jnp.int64),
     )
+
+
+def model_sweeps(run: Run, n_sweeps: int) -> Callable[[Any, Walkers, jax.Array], tuple[Walkers, jax.Array]]:
+    """``(params, walkers, key) → (walkers, acceptance)``: ``n_sweeps`` jitted Metropolis sweeps of the model's |ψ|²."""
+
+    @eqx.filter_jit
+    def sweeps(params, walkers, key):
+        model = eqx.combine(params, run.static)
+        return metropolis_sweeps(log_abs_fn(model), walkers, key, run.physics.supercell, n_sweeps, run.hyper.lattice_hops)
+
+    return sweeps

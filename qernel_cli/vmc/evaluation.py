@@ -12,8 +12,8 @@ from jax.sharding import Mesh
 from qernel_cli import parallel, supervisor
 from qernel_cli.observables.blocking import chain_average
 from qernel_cli.vmc import health
-from qernel_cli.vmc.assembly import Run
-from qernel_cli.vmc.mcmc import Walkers, adapt_width, metropolis_sweeps, with_conditions
+from qernel_cli.vmc.assembly import Run, model_sweeps
+from qernel_cli.vmc.mcmc import Walkers, equilibrate, metropolis_sweeps, with_conditions
 from qernel_cli.vmc.step import laid_out, local_energies, log_abs_fn
 
 
@@ -55,10 +55,7 @@ def evaluate(
         walkers, acc = metropolis_sweeps(log_abs_fn(model), walkers, key, run.physics.supercell, run.hyper.mcmc_steps, run.hyper.lattice_hops)
         return walkers, acc, local_energies(model, walkers, run.physics, run.ewald, run.hyper.walker_chunk, run.hyper.laplacian_sparsity)
 
-    @eqx.filter_jit
-    def sweeps(params, walkers, key):
-        model = eqx.combine(params, run.static)
-        return metropolis_sweeps(log_abs_fn(model), walkers, key, run.physics.supercell, run.hyper.mcmc_steps, run.hyper.lattice_hops)
+    sweeps = model_sweeps(run, run.hyper.mcmc_steps)
 
     def check() -> None:
         if stop is not None and stop():
@@ -66,11 +63,8 @@ def evaluate(
 
     n = run.config.n_electrons
     supervisor.phase(name)
-    for i in range(5):  # re-equilibrate at the fixed depths, adapting the width
-        check()
-        walkers, acc = sweeps(params, walkers, jax.random.fold_in(key, i))
-        walkers = adapt_width(walkers, acc, run.hyper.target_acceptance)
-        supervisor.beat()
+    # re-equilibrate at the fixed depths, adapting the width
+    walkers = equilibrate(lambda w, k: sweeps(params, w, k), walkers, key, 5, run.hyper.target_acceptance, stop=stop or (lambda: False), after_block=supervisor.beat)
     names = ("total", "kinetic", "potential", "interaction")
     rows = {component: [] for component in names}
     for i in range(n_blocks):

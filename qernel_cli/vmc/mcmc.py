@@ -156,3 +156,33 @@ def adapt_width(
     """Multiplicative width update towards the target acceptance: w ← w·exp(rate·(acc − target))."""
     width = jnp.clip(walkers.width * jnp.exp(rate * (acceptance - target)), *bounds)
     return eqx.tree_at(lambda w: w.width, walkers, width)
+
+
+Sweeps = Callable[[Walkers, PRNGKeyArray], tuple[Walkers, Float[Array, " g"]]]
+"""A (jitted) block of Metropolis sweeps: new walkers and acceptance per group."""
+
+
+def equilibrate(
+    sweeps: Sweeps,
+    walkers: Walkers,
+    key: PRNGKeyArray,
+    blocks: int,
+    target: float,
+    *,
+    first_block: int = 0,
+    stop: Callable[[], bool] = lambda: False,
+    after_block: Callable[[], None] = lambda: None,
+) -> Walkers:
+    """``blocks`` blocks of ``sweeps``, the move width adapted towards ``target`` acceptance after each.
+
+    Block i uses the key ``fold_in(key, first_block + i)``. ``stop()`` is
+    polled before every block (KeyboardInterrupt when true); ``after_block()``
+    runs after each (the supervisor's heartbeat).
+    """
+    for i in range(blocks):
+        if stop():
+            raise KeyboardInterrupt
+        walkers, acceptance = sweeps(walkers, jax.random.fold_in(key, first_block + i))
+        walkers = adapt_width(walkers, acceptance, target)
+        after_block()
+    return walkers

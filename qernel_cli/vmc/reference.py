@@ -16,7 +16,7 @@ import numpy as np
 from qernel_cli.config import Config
 from qernel_cli.hamiltonian.ewald import EwaldSum
 from qernel_cli.hamiltonian.local_energy import local_energy
-from qernel_cli.vmc.mcmc import adapt_width, initial_walkers, metropolis_sweeps
+from qernel_cli.vmc.mcmc import equilibrate, initial_walkers, metropolis_sweeps
 from qernel_cli.vmc.pretrain import bloch_log_psi, family_orbitals
 
 
@@ -51,8 +51,12 @@ def bloch_reference(
     state = initial_walkers(log_abs, key, sc, orbitals, walkers, n, 0.2)
 
     @eqx.filter_jit
+    def sweeps(state, key):
+        return metropolis_sweeps(log_abs, state, key, sc, sweeps_per_block)
+
+    @eqx.filter_jit
     def block(state, key):
-        state, acc = metropolis_sweeps(log_abs, state, key, sc, sweeps_per_block)
+        state, _ = metropolis_sweeps(log_abs, state, key, sc, sweeps_per_block)
 
         def one(x, orb, depth):
             return local_energy(
@@ -61,10 +65,9 @@ def bloch_reference(
             )
 
         e = jax.vmap(jax.vmap(one, (0, None, None)), (0, 0, 0))(state.positions, orbitals, jnp.asarray(v))
-        return adapt_width(state, acc), e
+        return state, e
 
-    for i in range(10):
-        state, _ = block(state, jax.random.fold_in(key, i))
+    state = equilibrate(sweeps, state, key, 10, target=0.5)  # then the width stays fixed while energies are recorded
     rows = {"total": [], "kinetic": [], "potential": [], "interaction": []}
     for i in range(blocks):
         state, e = block(state, jax.random.fold_in(key, 100 + i))

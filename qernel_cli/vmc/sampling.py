@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from qernel_cli import supervisor
-from qernel_cli.vmc.mcmc import Walkers, adapt_width, metropolis_sweeps, with_conditions
+from qernel_cli.vmc.mcmc import Walkers, equilibrate, with_conditions
 from qernel_cli.vmc.step import local_energies, log_abs_fn
-from qernel_cli.vmc.assembly import Run
+from qernel_cli.vmc.assembly import Run, model_sweeps
 
 
 class TooManyWalkers(ValueError):
@@ -82,9 +82,7 @@ def sample(
     state = starting_walkers(trained_walkers, np.asarray(depths_moire), walkers)
     state = with_conditions(model_log_abs, state, state.conditions)
 
-    @eqx.filter_jit
-    def advance(params, state, key, n):
-        return metropolis_sweeps(log_abs_fn(eqx.combine(params, run.static)), state, key, run.physics.supercell, n, run.hyper.lattice_hops)
+    advance = model_sweeps(run, sweeps)  # the burn-in in blocks of the records' sweeps: one program, compiled once
 
     @eqx.filter_jit
     def energies(params, state):
@@ -93,17 +91,15 @@ def sample(
 
     target = run.config.sampler.target_acceptance
     supervisor.phase("sampling burn-in")
-    for i in range(max(1, -(-burn_in // sweeps))):  # in blocks of `sweeps`: the program of the records, compiled once
-        if stop():
-            return 0
-        state, acceptance = advance(params, state, jax.random.fold_in(key, i), sweeps)
-        state = adapt_width(state, acceptance, target)
-        supervisor.beat()
+    try:
+        state = equilibrate(lambda s, k: advance(params, s, k), state, key, max(1, -(-burn_in // sweeps)), target, stop=stop, after_block=supervisor.beat)
+    except KeyboardInterrupt:  # stop() during the burn-in: no records
+        return 0
     supervisor.phase("sampling")
     for r in range(records):
         if stop():
             return r
-        state, acceptance = advance(params, state, jax.random.fold_in(key, 10_000 + r), sweeps)
+        state, acceptance = advance(params, state, jax.random.fold_in(key, 10_000 + r))
         record = jax.device_get({"positions": state.positions, "acceptance": acceptance, **energies(params, state)})
         on_record(r, record)
         supervisor.beat()

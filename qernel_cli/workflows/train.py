@@ -29,10 +29,10 @@ from qernel_cli.errors import QernelError
 from qernel_cli.interrupt import deferred_interrupt
 from qernel_cli.stores.run_dir import CHECKPOINT_FILE, TRAIN_STORE, RunError, atomic_write, check_trained, prepare, stored_config
 from qernel_cli.vmc import health
-from qernel_cli.vmc.assembly import Run, build, initial_state
+from qernel_cli.vmc.assembly import Run, build, initial_state, model_sweeps
 from qernel_cli.vmc.evaluation import evaluate
 from qernel_cli.vmc.family import stratum_centres
-from qernel_cli.vmc.mcmc import Walkers, adapt_width, metropolis_sweeps, with_conditions
+from qernel_cli.vmc.mcmc import Walkers, equilibrate, with_conditions
 from qernel_cli.vmc.pretrain import pretrain
 from qernel_cli.vmc.step import TrainState, laid_out, log_abs_fn, make_step, state_specs
 
@@ -74,15 +74,11 @@ class Interrupted(QernelError):
 def _burn_in(run: Run, state: TrainState, conditions: jax.Array, key: jax.Array, stop: Callable[[], bool], mesh: Mesh) -> Walkers:
     """Equilibrate the model's own chains at the stratum centres (``sampler.burn_in`` sweeps); KeyboardInterrupt on ``stop()``."""
     walkers = laid_out(with_conditions(log_abs_fn(eqx.combine(state.params, run.static)), state.walkers, conditions), mesh)
-    burn = eqx.filter_jit(lambda p, w, k: metropolis_sweeps(log_abs_fn(eqx.combine(p, run.static)), w, k, run.physics.supercell, 10, run.hyper.lattice_hops))
+    burn = model_sweeps(run, 10)
     supervisor.phase("burn-in")
-    for i in range(max(1, run.config.sampler.burn_in // 10)):
-        if stop():
-            raise KeyboardInterrupt
-        walkers, acc = burn(state.params, walkers, jax.random.fold_in(key, 100 + i))
-        walkers = adapt_width(walkers, acc, run.config.sampler.target_acceptance)
-        supervisor.beat()
-    return walkers
+    blocks = max(1, run.config.sampler.burn_in // 10)
+    return equilibrate(lambda w, k: burn(state.params, w, k), walkers, key, blocks, run.config.sampler.target_acceptance,
+                       first_block=100, stop=stop, after_block=supervisor.beat)
 
 
 def _store_row(step: int, stats: dict, unit: float, n_el: int, ok: bool, wall_time: float) -> dict[str, Any]:
