@@ -5,7 +5,7 @@ all-electron Gaussian move, then a single-electron hop to a neighbouring
 moiré site); without hops once. This script samples a trained run at given
 depths with variants of (hops, sweeps between records) and measures, per
 variant and depth, the integrated autocorrelation time τ (Sokal window, τ = 1
-for independent records; :func:`qernel_cli.vmc.health.autocorrelation_time`)
+for independent records; :func:`qernel_cli.observables.blocking.autocorrelation_time`)
 of every walker's chain of
 
 * the local energy per electron,
@@ -66,7 +66,7 @@ def measure(run_dir: Path, depths_meV: list[float], walkers: int, records: int, 
     configure_jax()  # before the first computation
     from qernel_cli.lattice import Supercell
     from qernel_cli.observables.structure import crystal_order_per_sample
-    from qernel_cli.vmc.health import autocorrelation_time
+    from qernel_cli.observables.blocking import autocorrelation_time
     from qernel_cli.vmc.sampling import sample
     from qernel_cli.workflows.train import load_trained
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from qernel_cli.observables.blocking import chain_average
+from qernel_cli.observables.blocking import autocorrelation_time, chain_average
 from qernel_cli.vmc import health
 from qernel_cli.vmc.spring import clipped_fraction
 
@@ -21,7 +21,7 @@ def ar1(rho: float, t: int, w: int, seed: int) -> np.ndarray:
 @pytest.mark.parametrize("rho", [0.0, 0.5, 0.8])
 def test_autocorrelation_time_of_ar1_chains(rho):
     exact = (1 + rho) / (1 - rho)
-    tau = health.autocorrelation_time(ar1(rho, 400, 128, seed=1))
+    tau = autocorrelation_time(ar1(rho, 400, 128, seed=1))
     assert tau == pytest.approx(exact, rel=0.15)  # statistical error of the estimate: ~6 %
 
 
@@ -38,8 +38,8 @@ def test_evaluation_error_matches_the_spread_of_repeated_runs():
 
 
 def test_degenerate_series():
-    assert health.autocorrelation_time(np.ones((10, 4))) == 1.0
-    assert np.isnan(health.autocorrelation_time(np.ones((1, 4))))
+    assert autocorrelation_time(np.ones((10, 4))) == 1.0
+    assert np.isnan(autocorrelation_time(np.ones((1, 4))))
 
 
 def test_clipped_fraction_counts_what_clipping_changes():

@@ -11,17 +11,23 @@ the hypothesis test of M. Jonsson, Phys. Rev. E 98, 043304 (2018):
   M_k is χ² distributed with (number of levels ≥ k) degrees of freedom;
 * the chosen level is the first k with M_k below the χ² quantile at
   ``confidence`` whose blocks are also long against the correlation time
-  (2^k ≥ 3(2τ − 1) with the largest τ any level or the lag-1 autocorrelation
+  (2^k ≥ 3(τ − 1) with the largest τ any level or the lag-1 autocorrelation
   suggests); the error is estimated from the spread of its block means.
   Where no level qualifies the series is too short for its correlation time:
   ``converged`` is False and the error is a lower bound. On AR(1) series
   (``tests/test_blocking.py``) the unflagged errors are within 25 % of the
-  true one in the median, and series with T < ~30τ are flagged.
+  true one in the median, and series with T < ~15τ are flagged.
 
 ``chain_average`` gives the error of an average over several independent
 chains from the spread of their means, which is right for any chain length,
 with blocking of the chain-averaged series as the check on the correlation
 time.
+
+``autocorrelation_time`` estimates τ from many short chains at once (their
+autocorrelation pooled, the sum cut by Sokal's window): the training's
+evaluation has only ~20 blocks per walker, too few for blocking to measure τ,
+but hundreds of walkers. Every τ here is τ = 1 + 2 Σ_{t≥1} ρ(t) (1 for
+independent values, error² = τ·var/n).
 
 ``Moments`` accumulates the mean and (co)variance of *independent* samples
 chunk by chunk (Chan–Golub–LeVeque pairwise update), so large sample sets are
@@ -36,10 +42,10 @@ import numpy as np
 import scipy.stats
 from jaxtyping import Bool, Float, Int
 
-__all__ = ["Blocking", "ChainAverage", "Moments", "as_samples", "blocking", "chain_average", "sample_chunks"]
+__all__ = ["Blocking", "ChainAverage", "Moments", "as_samples", "autocorrelation_time", "blocking", "chain_average", "sample_chunks"]
 
 BLOCK_FACTOR = 3.0
-"""A blocking level counts only if its blocks hold at least BLOCK_FACTOR·(2τ − 1) values (see :func:`blocking`)."""
+"""A blocking level counts only if its blocks hold at least BLOCK_FACTOR·(τ − 1) values (see :func:`blocking`)."""
 
 CHUNK_ELEMENTS = 1 << 22
 """Rough bound on the array elements of one processing chunk (keeps memory at ~100 MB)."""
@@ -52,9 +58,10 @@ class Blocking:
     Attributes:
         mean: the sample mean over all T values.
         error: standard error of ``mean`` (NaN only for T = 1).
-        tau: integrated autocorrelation time in series steps, convention
-            τ = ½ + Σ_{t≥1} ρ(t), so that error² = 2τ·var/T; independent values
-            give τ ≈ ½. Computed as τ = ½·error²·T/var (½ for a constant series).
+        tau: integrated autocorrelation time in series steps, τ = 1 + 2 Σ_{t≥1} ρ(t),
+            so that error² = τ·var/T (the convention of every τ QERNEL reports);
+            independent values give τ ≈ 1. Computed as τ = error²·T/var (1 for a
+            constant series).
         naive_error: √(var/T), the standard error if the values were independent.
         block_size: 2^k values per block at the chosen level k.
         n_blocks: number of blocks at the chosen level.
@@ -135,19 +142,19 @@ def blocking(series: Float[np.ndarray, "T ..."], confidence: float = 0.99, min_b
         dof = top + 1 - np.arange(top + 1)
         quantile = scipy.stats.chi2.ppf(confidence, dof).reshape((-1,) + (1,) * len(shape))
         passed = tail < quantile
-        # A level also needs blocks long against the correlation: 2^k ≥ 3(2τ_ref − 1), τ_ref the largest
+        # A level also needs blocks long against the correlation: 2^k ≥ 3(τ_ref − 1), τ_ref the largest
         # of the levels' τ and of the AR(1) value of the lag-1 autocorrelation. Without this the χ² test
-        # accepts short series (T ≲ 50τ) whose blocks are still correlated: median error 0.3–0.7× the true one.
-        tau_levels = np.divide(0.5 * level_errors[: top + 1] ** 2 * T, var, out=np.full((top + 1,) + shape, 0.5), where=var > 0)
+        # accepts short series (T ≲ 25τ) whose blocks are still correlated: median error 0.3–0.7× the true one.
+        tau_levels = np.divide(level_errors[: top + 1] ** 2 * T, var, out=np.ones((top + 1,) + shape), where=var > 0)
         rho1 = np.clip(rho_first, -0.99, 0.99)
-        tau_ref = np.maximum(np.max(tau_levels, axis=0), 0.5 * (1 + rho1) / (1 - rho1))
-        long_enough = np.asarray(sizes[: top + 1]).reshape((-1,) + (1,) * len(shape)) >= BLOCK_FACTOR * (2 * tau_ref - 1)
+        tau_ref = np.maximum(np.max(tau_levels, axis=0), (1 + rho1) / (1 - rho1))
+        long_enough = np.asarray(sizes[: top + 1]).reshape((-1,) + (1,) * len(shape)) >= BLOCK_FACTOR * (tau_ref - 1)
         passed = passed & long_enough
         converged = np.any(passed, axis=0)
         chosen = np.where(converged, np.argmax(passed, axis=0), top)
 
     error = np.take_along_axis(level_errors, chosen[None], axis=0)[0]
-    tau = np.divide(0.5 * error**2 * T, var, out=np.full(shape, 0.5), where=var > 0)
+    tau = np.divide(error**2 * T, var, out=np.ones(shape), where=var > 0)
     return Blocking(
         mean=mean[()],
         error=error[()],
@@ -158,6 +165,38 @@ def blocking(series: Float[np.ndarray, "T ..."], confidence: float = 0.99, min_b
         converged=converged[()],
         level_errors=level_errors,
     )
+
+
+SOKAL_WINDOW = 5.0
+"""The autocorrelation sum is cut at the first lag M ≥ SOKAL_WINDOW · τ(M) (Sokal's automatic window)."""
+
+
+def autocorrelation_time(series: Float[np.ndarray, "T W"]) -> float:
+    """Integrated autocorrelation time τ = 1 + 2 Σ_k ρ(k) of W independent chains of length T (in steps of the series).
+
+    ρ(k) is pooled over the chains around their common mean (unbiased for the
+    stationary chains of one Hamiltonian), and the sum is cut by Sokal's
+    window. τ = 1 for independent samples; the standard error of the mean of
+    all T·W values is then sqrt(τ · var / (T·W)). Returns 1 for a constant
+    series and NaN for T < 2.
+    """
+    x = np.asarray(series, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    t = x.shape[0]
+    if t < 2:
+        return float("nan")
+    d = x - x.mean()
+    c0 = np.mean(d * d)
+    if not np.isfinite(c0) or c0 <= 0.0:
+        return 1.0
+    tau = 1.0
+    for k in range(1, t // 2 + 1):
+        rho = np.mean(d[:-k] * d[k:]) / c0
+        tau += 2.0 * rho
+        if k >= SOKAL_WINDOW * tau:
+            break
+    return float(max(tau, 1.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,8 +212,9 @@ class ChainAverage:
         converged: whether that blocking found a level with blocks long against the
             correlation time; False means the records are too short to measure τ
             (more records fix it) and, for W < MIN_CHAINS, that ``error`` is a lower bound.
-        tau: integrated autocorrelation time in records, ½·T·W·error²/var (var of
-            single values); NaN where not ``converged`` (not measurable).
+        tau: integrated autocorrelation time in records, T·W·error²/var (var of
+            single values; 1 for independent records); NaN where not ``converged``
+            (not measurable).
     """
 
     mean: float
@@ -209,7 +249,7 @@ def chain_average(values: Float[np.ndarray, "T W"], confidence: float = 0.99, mi
         error, source = float(b.error), "blocking"
     var = float(np.var(x, ddof=1)) if x.size > 1 else float("nan")
     converged = bool(b.converged)
-    tau = 0.5 * T * W * error**2 / var if converged and var > 0 else (0.5 if converged else float("nan"))
+    tau = T * W * error**2 / var if converged and var > 0 else (1.0 if converged else float("nan"))
     return ChainAverage(mean=float(x.mean()), error=error, error_source=source, blocking_error=float(b.error),
                         converged=converged, tau=float(tau))
 

@@ -88,7 +88,7 @@ OBSERVABLE_VARIABLES = {
         for suffix, unit, extra in (
             ("", "meV", ""),
             ("_error", "meV", ": standard error (spread of the walkers' chain means; blocking with fewer than 16 walkers)"),
-            ("_tau", "record", ": integrated autocorrelation time (½ for independent records; NaN where the records are too few to measure it)"),
+            ("_tau", "record", ": integrated autocorrelation time (1 for independent records; NaN where the records are too few to measure it)"),
         )
     },
     **{

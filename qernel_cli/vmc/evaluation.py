@@ -10,8 +10,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from qernel_cli import parallel, supervisor
-from qernel_cli.observables.blocking import chain_average
-from qernel_cli.vmc import health
+from qernel_cli.observables.blocking import autocorrelation_time, chain_average
 from qernel_cli.vmc.assembly import Run, model_sweeps
 from qernel_cli.vmc.mcmc import Walkers, equilibrate, metropolis_sweeps, with_conditions
 from qernel_cli.vmc.step import laid_out, local_energies, log_abs_fn
@@ -81,5 +80,5 @@ def evaluate(
         result[component] = np.array([c.mean for c in stats])
         result[component + "_error"] = np.array([c.error for c in stats])
         if component == "total":
-            result["autocorrelation_blocks"] = np.array([health.autocorrelation_time(x[:, j]) for j in range(g)])
+            result["autocorrelation_blocks"] = np.array([autocorrelation_time(x[:, j]) for j in range(g)])
     return result

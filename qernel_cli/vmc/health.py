@@ -22,37 +22,7 @@ MAX_CLIPPED_FRACTION = 0.02
 MAX_REJECTED_FRACTION = 0.01
 """Largest healthy fraction of optimisation steps rejected as non-finite."""
 MAX_AUTOCORRELATION_BLOCKS = 2.0
-"""Largest healthy integrated autocorrelation time of the local energy, in evaluation blocks."""
-SOKAL_WINDOW = 5.0
-"""The autocorrelation sum is cut at the first lag M ≥ SOKAL_WINDOW · τ(M) (Sokal's automatic window)."""
-
-
-def autocorrelation_time(series: Float[np.ndarray, "T W"]) -> float:
-    """Integrated autocorrelation time τ = 1 + 2 Σ_k ρ(k) of W independent chains of length T (in steps of the series).
-
-    ρ(k) is pooled over the chains around their common mean (unbiased for the
-    stationary chains of one Hamiltonian), and the sum is cut by Sokal's
-    window. τ = 1 for independent samples; the standard error of the mean of
-    all T·W values is then sqrt(τ · var / (T·W)). Returns 1 for a constant
-    series and NaN for T < 2.
-    """
-    x = np.asarray(series, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    t = x.shape[0]
-    if t < 2:
-        return float("nan")
-    d = x - x.mean()
-    c0 = np.mean(d * d)
-    if not np.isfinite(c0) or c0 <= 0.0:
-        return 1.0
-    tau = 1.0
-    for k in range(1, t // 2 + 1):
-        rho = np.mean(d[:-k] * d[k:]) / c0
-        tau += 2.0 * rho
-        if k >= SOKAL_WINDOW * tau:
-            break
-    return float(max(tau, 1.0))
+"""Largest healthy integrated autocorrelation time of the local energy, in evaluation blocks (τ = 1 + 2Σρ)."""
 
 
 @dataclasses.dataclass(frozen=True)
