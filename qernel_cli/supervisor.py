@@ -207,27 +207,7 @@ def supervise(
         for s in previous:
             signal.signal(s, handler)
         worker.start()
-        cpu_mark, wall_mark = _cpu_seconds(), time.monotonic()
-        last_phase_beat = (heartbeat.phase, heartbeat.last)
-        while not finished.wait(0.25):
-            now = time.monotonic()
-            if forced or (interrupt.requested() and now - interrupt.since > limits.grace_s):
-                name = forced[0] if forced else interrupt.signal_name or "a signal"
-                when = "twice" if forced else f"{now - interrupt.since:.0f} s ago"
-                _force_exit(f"stopped by {name} ({when}) during {heartbeat.phase}, before the current step ended; {files}")
-            name, idle, longest = heartbeat.snapshot()
-            if (name, heartbeat.last) != last_phase_beat:  # a step finished: measure CPU use from here
-                last_phase_beat = (name, heartbeat.last)
-                cpu_mark, wall_mark = _cpu_seconds(), now
-            if heartbeat.warned:
-                continue
-            threshold = limits.stall_first_s if longest is None else max(limits.stall_min_s, limits.stall_factor * longest)
-            window = now - wall_mark
-            cpu_share = (_cpu_seconds() - cpu_mark) / window if window > 0 else None
-            stuck_idle = idle_means_stuck and window >= limits.idle_s and cpu_share is not None and cpu_share < 0.02
-            if idle > threshold or stuck_idle:
-                heartbeat.warned = True
-                warn(_stall_message(name, idle, longest, cpu_share))
+        _watch(finished, interrupt, forced, heartbeat, limits, warn=warn, files=files, idle_means_stuck=idle_means_stuck)
     finally:
         _active = None
         for s, h in previous.items():
@@ -235,6 +215,41 @@ def supervise(
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     return outcome["value"]  # type: ignore[return-value]
+
+
+def _watch(
+    finished: threading.Event,
+    interrupt: Interrupt,
+    forced: list[str],
+    heartbeat: Heartbeat,
+    limits: Limits,
+    *,
+    warn: Callable[[str], None],
+    files: str,
+    idle_means_stuck: bool,
+) -> None:
+    """Until ``finished``: every 0.25 s, force the exit after a second Ctrl-C or the grace time, warn once of a stall."""
+    cpu_mark, wall_mark = _cpu_seconds(), time.monotonic()
+    last_phase_beat = (heartbeat.phase, heartbeat.last)
+    while not finished.wait(0.25):
+        now = time.monotonic()
+        if forced or (interrupt.requested() and now - interrupt.since > limits.grace_s):
+            name = forced[0] if forced else interrupt.signal_name or "a signal"
+            when = "twice" if forced else f"{now - interrupt.since:.0f} s ago"
+            _force_exit(f"stopped by {name} ({when}) during {heartbeat.phase}, before the current step ended; {files}")
+        name, idle, longest = heartbeat.snapshot()
+        if (name, heartbeat.last) != last_phase_beat:  # a step finished: measure CPU use from here
+            last_phase_beat = (name, heartbeat.last)
+            cpu_mark, wall_mark = _cpu_seconds(), now
+        if heartbeat.warned:
+            continue
+        threshold = limits.stall_first_s if longest is None else max(limits.stall_min_s, limits.stall_factor * longest)
+        window = now - wall_mark
+        cpu_share = (_cpu_seconds() - cpu_mark) / window if window > 0 else None
+        stuck_idle = idle_means_stuck and window >= limits.idle_s and cpu_share is not None and cpu_share < 0.02
+        if idle > threshold or stuck_idle:
+            heartbeat.warned = True
+            warn(_stall_message(name, idle, longest, cpu_share))
 
 
 def _force_exit(message: str) -> None:

@@ -42,16 +42,7 @@ def make_wavefunction(
     require_x64()
     material = config.material_units
     m = config.model
-    if conditions_range is None:
-        ham = config.hamiltonian
-        conditions_range = ([material.depth_to_moire(ham.V_min_meV)], [material.depth_to_moire(ham.V_max_meV)])
-    low = np.atleast_1d(np.asarray(conditions_range[0], dtype=np.float64))
-    high = np.atleast_1d(np.asarray(conditions_range[1], dtype=np.float64))
-    if low.shape != high.shape or low.ndim != 1:
-        raise ValueError("conditions_range must be (low, high) with one entry per condition")
-    centre = 0.5 * (low + high)
-    half = 0.5 * (high - low)
-    scale = np.where(half > 0, half, 1.0)
+    low, high, centre, scale = _condition_range(config, conditions_range)
     if envelope_shells is None:
         envelope_shells = m.envelope_shells
     if orbitals is not None and envelope_depth is not None:
@@ -66,35 +57,30 @@ def make_wavefunction(
         raise ValueError('model.envelope_momenta = "mixed" needs Bloch envelopes (model.envelope = "bloch")')
     coulomb = material.coulomb_strength if config.hamiltonian.coulomb else 0.0
     return Wavefunction(
-        config.supercell_geometry,
-        config.electrons.n_up,
-        config.electrons.n_down,
-        n_conditions=len(low),
-        condition_centre=centre,
-        condition_scale=scale,
-        layers=m.layers,
-        width=m.width,
-        heads=m.heads,
-        kv_heads=m.kv_heads,
-        mlp_width=m.mlp_width,
-        experts=m.experts,
-        top_k=top_k,
-        determinants=m.determinants,
-        harmonics=m.harmonics,
-        film_hidden=m.film_hidden,
-        jastrow=m.jastrow,
-        pair_jastrow_qmax=m.pair_jastrow_qmax,
-        radial_jastrow=m.radial_jastrow,
-        coulomb_strength=coulomb,
-        envelope_shells=envelope_shells,
-        orbitals=orbitals,
-        envelope_anchors=anchors,
-        envelope_interpolation=m.envelope_interpolation,
-        band_states=band_states,
-        dtype=m.dtype,
-        key=key,
+        config.supercell_geometry, config.electrons.n_up, config.electrons.n_down,
+        n_conditions=len(low), condition_centre=centre, condition_scale=scale,
+        layers=m.layers, width=m.width, heads=m.heads, kv_heads=m.kv_heads, mlp_width=m.mlp_width, experts=m.experts, top_k=top_k,
+        determinants=m.determinants, harmonics=m.harmonics, film_hidden=m.film_hidden,
+        jastrow=m.jastrow, pair_jastrow_qmax=m.pair_jastrow_qmax, radial_jastrow=m.radial_jastrow, coulomb_strength=coulomb,
+        envelope_shells=envelope_shells, orbitals=orbitals, envelope_anchors=anchors, envelope_interpolation=m.envelope_interpolation,
+        band_states=band_states, dtype=m.dtype, key=key,
     )
 
+
+def _condition_range(
+    config: Config, conditions_range: tuple[Sequence[float], Sequence[float]] | None
+) -> tuple[Float[np.ndarray, " c"], Float[np.ndarray, " c"], Float[np.ndarray, " c"], Float[np.ndarray, " c"]]:
+    """(low, high, centre, scale) of c in moiré units: the given range, else the training depths [V_min, V_max]/E_M."""
+    if conditions_range is None:
+        material, ham = config.material_units, config.hamiltonian
+        conditions_range = ([material.depth_to_moire(ham.V_min_meV)], [material.depth_to_moire(ham.V_max_meV)])
+    low = np.atleast_1d(np.asarray(conditions_range[0], dtype=np.float64))
+    high = np.atleast_1d(np.asarray(conditions_range[1], dtype=np.float64))
+    if low.shape != high.shape or low.ndim != 1:
+        raise ValueError("conditions_range must be (low, high) with one entry per condition")
+    centre = 0.5 * (low + high)
+    half = 0.5 * (high - low)
+    return low, high, centre, np.where(half > 0, half, 1.0)
 
 def _bloch_envelopes(
     config: Config,

@@ -46,8 +46,57 @@ from qernel_cli.model.orbitals import GeneralisedOrbitals
 _DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 
 
+def _condition_map(
+    n_conditions: int, centre: Sequence[float] | None, scale: Sequence[float] | None
+) -> tuple[Float[np.ndarray, " c"], Float[np.ndarray, " c"]]:
+    """The affine map c ↦ (c − centre)/scale as arrays (defaults 0 and 1), checked."""
+    centre = np.zeros(n_conditions) if centre is None else np.asarray(centre, dtype=np.float64)
+    scale = np.ones(n_conditions) if scale is None else np.asarray(scale, dtype=np.float64)
+    if centre.shape != (n_conditions,) or scale.shape != (n_conditions,):
+        raise ValueError(f"condition_centre and condition_scale need {n_conditions} entries")
+    if not np.all(np.isfinite(scale) & (scale != 0)):
+        raise ValueError(f"condition_scale must be finite and non-zero, got {scale.tolist()}")
+    return centre, scale
+
+
 class Wavefunction(eqx.Module):
-    """Complex log ψ_θ(r; c) of N electrons on a moiré supercell, conditioned on c."""
+    """Complex log ψ_θ(r; c) of N electrons on a moiré supercell, conditioned on c.
+
+    Built with random weights from these arguments:
+
+    Args:
+        supercell: the periodic cell (moiré units).
+        n_up, n_down: electrons per spin (up first in ``positions``).
+        n_conditions: length of c.
+        condition_centre, condition_scale: fixed affine normalisation of c
+            (defaults 0 and 1); each scale must be non-zero.
+        layers..film_hidden: trunk sizes (see ``ModelConfig``); ``top_k``
+            keeps only the k most probable experts per c (None = all, dense).
+        determinants: K.
+        jastrow: include the cusp Jastrow (with cusp slope ``coulomb_strength``,
+            U = a_M/a_B*; U = 0 makes it identically 1).
+        envelope_shells: plane-wave cutoff |G| ≤ envelope_shells·|b| of the
+            free-electron envelopes (Bloch ones bring their own G).
+        orbitals: optional Bloch orbitals to initialise the envelopes from:
+            one set (the first n_up / n_down of them per spin block) or a
+            pair (up, down), e.g. ``hamiltonian.bands.lowest_orbitals``;
+            for depth-following envelopes each set is a sequence with one
+            set per anchor (see ``envelope_anchors``).
+        envelope_anchors: normalised depths c₀ = (v − centre)/scale of the
+            anchors (one entry: envelopes independent of c).
+        envelope_interpolation: "smooth" (natural cubic spline in c₀) or
+            "linear" between the anchors (see ``BlochEnvelope``).
+        band_states: with Bloch ``orbitals``, one set of band states per
+            anchor (e.g. ``hamiltonian.bands.solve_bands`` on the same
+            plane waves): band-mixing envelopes whose orbitals may mix
+            crystal momenta (``BandMixingEnvelope``); None: each orbital
+            keeps its Bloch momentum.
+        pair_jastrow_qmax: cutoff (units of |g|) of the c-conditioned
+            plane-wave pair Jastrow (0: none); see ``model.pair_jastrow``.
+        radial_jastrow: Gaussians per pair type of the c-conditioned
+            short-range radial pair Jastrow (0: none); see ``model.radial_jastrow``.
+        dtype: "float32" or "float64" for the trunk.
+    """
 
     features: PeriodicFeatures
     trunk: Trunk
@@ -93,81 +142,22 @@ class Wavefunction(eqx.Module):
         dtype: str = "float64",
         key: PRNGKeyArray,
     ):
-        """Build with random weights.
-
-        Args:
-            supercell: the periodic cell (moiré units).
-            n_up, n_down: electrons per spin (up first in ``positions``).
-            n_conditions: length of c.
-            condition_centre, condition_scale: fixed affine normalisation of c
-                (defaults 0 and 1); each scale must be non-zero.
-            layers..film_hidden: trunk sizes (see ``ModelConfig``); ``top_k``
-                keeps only the k most probable experts per c (None = all, dense).
-            determinants: K.
-            jastrow: include the cusp Jastrow (with cusp slope ``coulomb_strength``,
-                U = a_M/a_B*; U = 0 makes it identically 1).
-            envelope_shells: plane-wave cutoff |G| ≤ envelope_shells·|b| of the
-                free-electron envelopes (Bloch ones bring their own G).
-            orbitals: optional Bloch orbitals to initialise the envelopes from:
-                one set (the first n_up / n_down of them per spin block) or a
-                pair (up, down), e.g. ``hamiltonian.bands.lowest_orbitals``;
-                for depth-following envelopes each set is a sequence with one
-                set per anchor (see ``envelope_anchors``).
-            envelope_anchors: normalised depths c₀ = (v − centre)/scale of the
-                anchors (one entry: envelopes independent of c).
-            envelope_interpolation: "smooth" (natural cubic spline in c₀) or
-                "linear" between the anchors (see ``BlochEnvelope``).
-            band_states: with Bloch ``orbitals``, one set of band states per
-                anchor (e.g. ``hamiltonian.bands.solve_bands`` on the same
-                plane waves): band-mixing envelopes whose orbitals may mix
-                crystal momenta (``BandMixingEnvelope``); None: each orbital
-                keeps its Bloch momentum.
-            pair_jastrow_qmax: cutoff (units of |g|) of the c-conditioned
-                plane-wave pair Jastrow (0: none); see ``model.pair_jastrow``.
-            radial_jastrow: Gaussians per pair type of the c-conditioned
-                short-range radial pair Jastrow (0: none); see ``model.radial_jastrow``.
-            dtype: "float32" or "float64" for the trunk.
-        """
+        """Build with random weights (arguments: see the class)."""
         if n_up < 0 or n_down < 0 or n_up + n_down < 1:
             raise ValueError(f"need n_up, n_down ≥ 0 and at least one electron, got {n_up}, {n_down}")
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-        centre = np.zeros(n_conditions) if condition_centre is None else np.asarray(condition_centre, dtype=np.float64)
-        scale = np.ones(n_conditions) if condition_scale is None else np.asarray(condition_scale, dtype=np.float64)
-        if centre.shape != (n_conditions,) or scale.shape != (n_conditions,):
-            raise ValueError(f"condition_centre and condition_scale need {n_conditions} entries")
-        if not np.all(np.isfinite(scale) & (scale != 0)):
-            raise ValueError(f"condition_scale must be finite and non-zero, got {scale.tolist()}")
+        centre, scale = _condition_map(n_conditions, condition_centre, condition_scale)
         k_trunk, k_orb = split(key, 2)
         real = _DTYPES[dtype]
         self.features = PeriodicFeatures(supercell, harmonics)
         self.trunk = Trunk(
-            n_features=self.features.size,
-            n_conditions=n_conditions,
-            layers=layers,
-            width=width,
-            heads=heads,
-            kv_heads=kv_heads,
-            mlp_width=mlp_width,
-            experts=experts,
-            film_hidden=film_hidden,
-            top_k=top_k,
-            dtype=real,
-            key=k_trunk,
+            n_features=self.features.size, n_conditions=n_conditions, layers=layers, width=width, heads=heads, kv_heads=kv_heads,
+            mlp_width=mlp_width, experts=experts, film_hidden=film_hidden, top_k=top_k, dtype=real, key=k_trunk,
         )
         self.orbitals = GeneralisedOrbitals(
-            supercell,
-            n_up,
-            n_down,
-            width=width,
-            determinants=determinants,
-            envelope_shells=envelope_shells,
-            orbitals=orbitals,
-            anchors=tuple(envelope_anchors),
-            interpolation=envelope_interpolation,
-            band_states=band_states,
-            dtype=real,
-            key=k_orb,
+            supercell, n_up, n_down, width=width, determinants=determinants, envelope_shells=envelope_shells, orbitals=orbitals,
+            anchors=tuple(envelope_anchors), interpolation=envelope_interpolation, band_states=band_states, dtype=real, key=k_orb,
         )
         self.jastrow = CuspJastrow(supercell, n_up, n_down, coulomb_strength) if jastrow else None
         self.pair_jastrow = (

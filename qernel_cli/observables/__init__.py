@@ -21,20 +21,17 @@ from qernel_cli.observables.density import (
     fold_to_moire_cell,
     moire_cell_density,
 )
+from qernel_cli.observables.pair_correlation import PairCorrelation, annulus_areas, pair_correlation, wigner_seitz_cell
 from qernel_cli.observables.structure import (
     CrystalOrderSamples,
     OrderParameter,
-    PairCorrelation,
     StructureFactor,
-    annulus_areas,
     crystal_order,
     crystal_order_per_sample,
     density_fourier,
     ordering_vectors,
-    pair_correlation,
     structure_factor,
     supercell_q_vectors,
-    wigner_seitz_cell,
 )
 
 __all__ = [

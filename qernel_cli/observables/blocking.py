@@ -111,24 +111,7 @@ def blocking(series: Float[np.ndarray, "T ..."], confidence: float = 0.99, min_b
         )
     var = np.var(x, axis=0, ddof=1)
 
-    errors, stats, sizes, counts = [], [], [], []
-    block = x
-    size = 1
-    while block.shape[0] >= 2:
-        n = block.shape[0]
-        centred = block - np.mean(block, axis=0)
-        s2 = np.sum(centred**2, axis=0) / n  # biased variance of the block means
-        gamma = np.sum(centred[1:] * centred[:-1], axis=0) / n  # lag-1 autocovariance
-        rho = np.divide(gamma, s2, out=np.zeros_like(s2), where=s2 > 0)
-        errors.append(np.sqrt(s2 * n / (n - 1) * size / T))
-        stats.append(n * rho**2)
-        if size == 1:
-            rho_first = rho
-        sizes.append(size)
-        counts.append(n)
-        m = n // 2
-        block = 0.5 * (block[0 : 2 * m : 2] + block[1 : 2 * m : 2])
-        size *= 2
+    errors, stats, sizes, counts, rho_first = _levels(x)
     level_errors = np.stack(errors)
     usable = [k for k, n in enumerate(counts) if n >= min_blocks]
 
@@ -165,6 +148,33 @@ def blocking(series: Float[np.ndarray, "T ..."], confidence: float = 0.99, min_b
         converged=converged[()],
         level_errors=level_errors,
     )
+
+
+def _levels(x: Float[np.ndarray, "T ..."]) -> tuple[list, list, list[int], list[int], np.ndarray]:
+    """Per blocking level k: (error estimate, n_k ρ̂_k², block size 2^k, block count n_k), and ρ̂_0.
+
+    Level k+1 averages neighbouring pairs of level k (an odd last value is dropped).
+    """
+    T = x.shape[0]
+    errors, stats, sizes, counts = [], [], [], []
+    rho_first = None
+    block, size = x, 1
+    while block.shape[0] >= 2:
+        n = block.shape[0]
+        centred = block - np.mean(block, axis=0)
+        s2 = np.sum(centred**2, axis=0) / n  # biased variance of the block means
+        gamma = np.sum(centred[1:] * centred[:-1], axis=0) / n  # lag-1 autocovariance
+        rho = np.divide(gamma, s2, out=np.zeros_like(s2), where=s2 > 0)
+        errors.append(np.sqrt(s2 * n / (n - 1) * size / T))
+        stats.append(n * rho**2)
+        if size == 1:
+            rho_first = rho
+        sizes.append(size)
+        counts.append(n)
+        m = n // 2
+        block = 0.5 * (block[0 : 2 * m : 2] + block[1 : 2 * m : 2])
+        size *= 2
+    return errors, stats, sizes, counts, rho_first
 
 
 SOKAL_WINDOW = 5.0
