@@ -141,3 +141,24 @@ def test_runs_stored_before_band_mixing_keep_fixed_momenta(tmp_path):
     del data["model"]["envelope_momenta"]
     (tmp_path / CONFIG_FILE).write_text(tomli_w.dumps(data))
     assert stored_config(tmp_path).model.envelope_momenta == "fixed"
+
+
+def test_several_type_errors_report_the_first_field_in_declaration_order():
+    """Which error is reported must not depend on the process's string hashing (set order): fields are checked in order."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from qernel_cli.config import ConfigError, resolve\n"
+        "try:\n"
+        "    resolve('moire-tiny', ['model.width=\"a\"', 'model.layers=\"b\"', 'model.heads=\"c\"', 'sampler.walkers=\"d\"'])\n"
+        "except ConfigError as error:\n"
+        "    print(error)\n"
+    )
+    seen = set()
+    for seed in ("0", "1", "2", "3"):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": seed}, timeout=60)
+        assert done.returncode == 0, done.stderr[-2000:]
+        seen.add(done.stdout.strip())
+    assert len(seen) == 1 and next(iter(seen)).startswith("model.layers:"), seen
