@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 import typer
+from typer.core import TyperArgument, TyperOption
 
 REGENERATE = "python -m qernel_cli.cli_reference > docs/cli.md"
 
@@ -55,7 +56,7 @@ def _is_flag(param: Any) -> bool:
 
 def _type_name(param: Any, ctx: Any) -> str:
     """Value type as the CLI shows it (``int``, ``path``, ``str``, ...); ``bool`` for flags."""
-    if hasattr(param, "display_type"):  # typer's own parameters
+    if isinstance(param, (TyperOption, TyperArgument)):  # typer's own parameters
         name = str(param.display_type(ctx)).strip("<>")
     else:  # plain Click parameters
         name = str(getattr(param.type, "name", param.type))
@@ -200,7 +201,7 @@ def render(app: typer.Typer | None = None, prog: str = "qernel") -> str:
     lines = [
         f"# `{prog}` command-line reference",
         "",
-        f"<!-- Generated from the typer app in qernel_cli/cli.py by `{REGENERATE}`; do not edit by hand. -->",
+        f"<!-- Generated from the typer app in qernel_cli/cli/ by `{REGENERATE}`; do not edit by hand. -->",
         "",
         (
             f"Generated from the command line itself; regenerate with `{REGENERATE}` after changing a command "
