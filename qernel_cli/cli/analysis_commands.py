@@ -12,7 +12,7 @@ from rich.markup import escape
 from qernel_cli.cli.application import app, err, user_errors, warning
 from qernel_cli.cli.options import PresetOption, SetOption
 from qernel_cli.cli.reports import observables_summary, print_exact, print_observables, print_phase_diagram
-from qernel_cli.cli.supervised import computes_on_cpu, phase_lines
+from qernel_cli.cli.supervised import with_progress
 
 
 @app.command()
@@ -71,21 +71,16 @@ def phasediagram(
 
     grid_meV = check_phase_diagram(run_dir, depths, out_dir)  # refused before JAX loads
 
-    from qernel_cli.progress import task_progress
-    from qernel_cli.supervisor import supervise
     from qernel_cli.workflows.phasediagram import phase_diagram
-    with task_progress(err, "phase diagram", enabled=not quiet) as progress:
-        summary = supervise(
-            lambda interrupt: phase_diagram(
-                run_dir, grid_meV, out_dir, walkers=walkers, records=records, top_up=top_up, grid=grid, seed=seed,
-                warn=warning,
-                progress=progress,
-            ),
-            warn=warning,
-            files=f"the records already in {out_dir} are intact (rerunning the command samples only what is missing)",
-            idle_means_stuck=computes_on_cpu(),
-            announce=phase_lines(quiet),
-        )
+
+    summary = with_progress(
+        "phase diagram",
+        lambda progress: phase_diagram(
+            run_dir, grid_meV, out_dir, walkers=walkers, records=records, top_up=top_up, grid=grid, seed=seed, warn=warning, progress=progress
+        ),
+        quiet=quiet,
+        files=f"the records already in {out_dir} are intact (rerunning the command samples only what is missing)",
+    )
     if json_:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         return

@@ -11,7 +11,7 @@ import typer
 from qernel_cli.cli.application import app, err, fail, user_errors, warning
 from qernel_cli.cli.options import PresetOption, SetOption
 from qernel_cli.cli.reports import print_energies, print_samples
-from qernel_cli.cli.supervised import computes_on_cpu, phase_lines
+from qernel_cli.cli.supervised import phase_lines, with_progress
 
 if TYPE_CHECKING:
     from qernel_cli.config import Config
@@ -150,22 +150,16 @@ def sample(
 
     check_sampling(run_dir, depth, out_store, walkers)  # refused before JAX loads; warnings come from the run itself
 
-    from qernel_cli.progress import task_progress
-    from qernel_cli.supervisor import supervise
     from qernel_cli.workflows.sample import sample_to_store
 
-    with task_progress(err, "sample", enabled=not quiet) as progress:
-        summary = supervise(
-            lambda interrupt: sample_to_store(
-                run_dir, depth, out_store, walkers=walkers, records=records, sweeps=sweeps, burn_in=burn_in, seed=seed,
-                warn=warning,
-                progress=progress,
-            ),
-            warn=warning,
-            files=f"the records already in {out_store} are intact",
-            idle_means_stuck=computes_on_cpu(),
-            announce=phase_lines(quiet),
-        )
+    summary = with_progress(
+        "sample",
+        lambda progress: sample_to_store(
+            run_dir, depth, out_store, walkers=walkers, records=records, sweeps=sweeps, burn_in=burn_in, seed=seed, warn=warning, progress=progress
+        ),
+        quiet=quiet,
+        files=f"the records already in {out_store} are intact",
+    )
     if json_:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, TypeVar
 
-from qernel_cli.cli.application import err
+from qernel_cli.cli.application import err, warning
+
+T = TypeVar("T")
 
 
 def phase_lines(quiet: bool) -> Callable[[str], None] | None:
@@ -20,3 +22,17 @@ def computes_on_cpu() -> bool:
     import jax
 
     return jax.default_backend() == "cpu"
+
+
+def with_progress(name: str, work: Callable[[Any], T], *, quiet: bool, files: str) -> T:
+    """``work(progress)`` under the supervisor with a progress bar ``name``: signals, stall warnings, phase lines.
+
+    ``files`` says, for a forced exit, what state the files are left in.
+    """
+    from qernel_cli.progress import task_progress
+    from qernel_cli.supervisor import supervise
+
+    with task_progress(err, name, enabled=not quiet) as progress:
+        return supervise(
+            lambda interrupt: work(progress), warn=warning, files=files, idle_means_stuck=computes_on_cpu(), announce=phase_lines(quiet)
+        )
