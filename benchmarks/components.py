@@ -201,7 +201,7 @@ def profile(n: int, seed: int = 0, walkers: int | None = None, batch: int | None
     # log-derivatives (SPRING's rows), per walker
     from qernel_cli.vmc.mcmc import Walkers
 
-    matmul = jnp.float32 if run.hyper.matmul_dtype == "float32" else jnp.float64
+    matmul = jnp.float32 if run.settings.matmul_dtype == "float32" else jnp.float64
     few = Walkers(positions=x[None], conditions=c[:1], log_abs=jnp.zeros((1, batch)), width=jnp.ones(1))
     program = eqx.filter_jit(lambda p, w: log_derivatives(p, static, w, 0, matmul))
     first, median = _timed(program, params, few, repeats=repeats)
@@ -210,14 +210,14 @@ def profile(n: int, seed: int = 0, walkers: int | None = None, batch: int | None
 
     # per step: sweeps, SPRING, the whole step
     state = initial_state(run, jax.random.PRNGKey(seed))
-    hyper = run.hyper
+    settings = run.settings
     sweeps = eqx.filter_jit(
-        lambda p, w, k: metropolis_sweeps(log_abs_fn(m(p)), w, k, run.physics.supercell, hyper.mcmc_steps, hyper.lattice_hops)
+        lambda p, w, k: metropolis_sweeps(log_abs_fn(m(p)), w, k, run.physics.supercell, settings.mcmc_steps, settings.lattice_hops)
     )
     step_repeats = 3 if n <= 24 else 2
     first, median = _timed(sweeps, params, state.walkers, jax.random.PRNGKey(1), repeats=step_repeats)
     per_step["sweeps"], compile_s["sweeps"] = median, first - median
-    _log(f"  N={n} sweeps ({hyper.mcmc_steps}, lattice hops {hyper.lattice_hops}): {median:.3f} s")
+    _log(f"  N={n} sweeps ({settings.mcmc_steps}, lattice hops {settings.lattice_hops}): {median:.3f} s")
 
     jac = eqx.filter_jit(lambda p, w: log_derivatives(p, static, w, 0, matmul))(params, state.walkers)
     jac = jax.block_until_ready(jac)
@@ -235,7 +235,7 @@ def profile(n: int, seed: int = 0, walkers: int | None = None, batch: int | None
     rows_ = eqx.filter_jit(lambda j: spring._rows(spring.centred_jacobian(j), matmul))(jac)
 
     def solve(kmat, rows, b):
-        full = kmat + b.size * hyper.damping * jnp.eye(kmat.shape[0], dtype=jnp.float64)
+        full = kmat + b.size * settings.damping * jnp.eye(kmat.shape[0], dtype=jnp.float64)
         chol = jnp.linalg.cholesky(full)
         y = jax.scipy.linalg.cho_solve((chol, True), spring._residual_parts(b).ravel()).astype(matmul)
         return jnp.concatenate([(y @ r).astype(jnp.float64) for r in rows])
@@ -243,14 +243,14 @@ def profile(n: int, seed: int = 0, walkers: int | None = None, batch: int | None
     first, median = _timed(eqx.filter_jit(solve), gram, rows_, residual, repeats=step_repeats)
     per_step["spring_solve"], compile_s["spring_solve"] = median, first - median
     direction = eqx.filter_jit(
-        lambda j, r, prev: spring.spring_direction(j, r, prev, hyper.damping, hyper.momentum, None, matmul)
+        lambda j, r, prev: spring.spring_direction(j, r, prev, settings.damping, settings.momentum, None, matmul)
     )
     first, median = _timed(direction, jac, residual, previous, repeats=step_repeats)
     per_step["spring_direction"], compile_s["spring_direction"] = median, first - median
     _log(f"  N={n} SPRING kernel {per_step['spring_kernel']:.3f} s, solve {per_step['spring_solve']:.3f} s, direction {median:.3f} s")
     del jac, rows_, gram
 
-    step = make_step(static, run.physics, hyper, run.ewald)
+    step = make_step(static, run.physics, settings, run.ewald)
     fault = jnp.asarray(0.0)
     start = time.perf_counter()
     state, _ = jax.block_until_ready(step(state, fault))

@@ -75,7 +75,7 @@ def measure(run_dir: Path, depths_meV: list[float], walkers: int, records: int, 
     with tempfile.TemporaryDirectory() as tmp:
         for hops, sweeps in VARIANTS:
             run, state, _ = load_trained(_with_hops(run_dir, hops, Path(tmp)))
-            assert run.hyper.lattice_hops == hops
+            assert run.settings.lattice_hops == hops
             n = run.config.n_electrons
             cell = Supercell(run.config.supercell.L1, run.config.supercell.L2)
             energy, positions, stamps = [], [], []

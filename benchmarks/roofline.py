@@ -121,7 +121,7 @@ def count(n: int, seed: int = 0) -> dict:
     for name, fn in parts.items():
         per_walker[name] = flops_of(jax.vmap(fn, in_axes=(None, 0, 0)), params, x, c) / BATCH
         _log(f"  N={n} {name}: {per_walker[name] / 1e6:.2f} MFLOP/walker")
-    matmul = jnp.float32 if run.hyper.matmul_dtype == "float32" else jnp.float64
+    matmul = jnp.float32 if run.settings.matmul_dtype == "float32" else jnp.float64
     few = Walkers(positions=x[None], conditions=c[:1], log_abs=jnp.zeros((1, BATCH)), width=jnp.ones(1))
     per_walker["log_derivatives"] = flops_of(lambda p, w: log_derivatives(p, static, w, 0, matmul), params, few) / BATCH
     _log(f"  N={n} log_derivatives: {per_walker['log_derivatives'] / 1e6:.2f} MFLOP/walker")
@@ -130,7 +130,7 @@ def count(n: int, seed: int = 0) -> dict:
     per_step = {
         "spring_kernel": 2.0 * rows * rows * P,
         # a sweep evaluates log ψ once for the all-electron move and once more for the lattice hop
-        "sweeps": run.hyper.mcmc_steps * (2 if run.hyper.lattice_hops else 1) * walkers * per_walker["log_psi"],
+        "sweeps": run.settings.mcmc_steps * (2 if run.settings.lattice_hops else 1) * walkers * per_walker["log_psi"],
         "local_energies": walkers * per_walker["log_psi_laplacian"],
         "log_derivatives": walkers * per_walker["log_derivatives"],
     }
@@ -143,7 +143,7 @@ def count(n: int, seed: int = 0) -> dict:
         "preset": CASES[n],
         "parameters": P,
         "step_walkers": walkers,
-        "sweeps_per_step": run.hyper.mcmc_steps,
+        "sweeps_per_step": run.settings.mcmc_steps,
         "trunk_width": run.config.model.width,
         "flops_per_walker": per_walker,
         "flops_per_step": per_step,

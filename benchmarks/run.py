@@ -214,7 +214,7 @@ def _measure_step(spec: dict, run, config, device, section: dict, write) -> None
     t_setup = time.perf_counter()
     state = initial_state(run, jax.random.PRNGKey(spec["seed"]))
     jax.block_until_ready(state)
-    step = make_step(run.static, run.physics, run.hyper, run.ewald)
+    step = make_step(run.static, run.physics, run.settings, run.ewald)
     walkers = config.sampler.walkers
     section.update(
         walkers=walkers,
@@ -495,7 +495,7 @@ def _lower_bound(run, config, result: dict) -> dict:
     out: dict = {}
     rows, p = 2 * config.sampler.walkers, result.get("parameters") or _parameter_count(run)
     if config.optimizer.name == "spring":
-        dtype = jnp.float32 if run.hyper.matmul_dtype == "float32" else jnp.float64
+        dtype = jnp.float32 if run.settings.matmul_dtype == "float32" else jnp.float64
         a = jax.random.normal(jax.random.PRNGKey(0), (rows, p), dtype)
         gram = jax.jit(lambda a: a @ a.T)
         jax.block_until_ready(gram(a))

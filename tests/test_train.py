@@ -113,7 +113,7 @@ def _state_template(run_dir):
     run = build(cfg)
     g, w, n = run.n_groups, run.walkers_per_group, cfg.n_electrons
     walkers = Walkers(positions=jnp.zeros((g, w, n, 2)), conditions=jnp.zeros((g, 1)), log_abs=jnp.zeros((g, w)), width=jnp.zeros(g))
-    return TrainState(params=run.params, opt_state=init_opt_state(run.hyper, run.params), walkers=walkers, key=jnp.zeros(2, jnp.uint32), step=jnp.zeros((), jnp.int64))
+    return TrainState(params=run.params, opt_state=init_opt_state(run.settings, run.params), walkers=walkers, key=jnp.zeros(2, jnp.uint32), step=jnp.zeros((), jnp.int64))
 
 
 def test_run_directory_safety(tmp_path, faulty_run):
@@ -210,7 +210,7 @@ def test_the_step_compiles_once(caplog):
 
     run = build(small_config(3))
     state = initial_state(run, jax.random.PRNGKey(0))
-    step = make_step(run.static, run.physics, run.hyper, run.ewald)
+    step = make_step(run.static, run.physics, run.settings, run.ewald)
     fault = jnp.zeros(())
     state, _ = step(state, fault)
     jax.block_until_ready(state)

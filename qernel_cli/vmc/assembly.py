@@ -2,7 +2,7 @@
 
 :class:`Run` holds what every command that trains or samples a model needs:
 the config, the model's structure and initial parameters (``eqx.partition``),
-the physics in moiré units, the optimiser's settings (``Hyper``) and the Ewald
+the physics in moiré units, the optimiser's settings (``StepSettings``) and the Ewald
 sum. :func:`build` makes it from a config (parameters drawn from
 ``training.seed``); :func:`initial_state` adds fresh optimiser state and
 walkers.
@@ -24,7 +24,7 @@ from qernel_cli.runtime import require_x64
 from qernel_cli.stores.run_dir import RunError
 from qernel_cli.vmc.family import stratum_centres
 from qernel_cli.vmc.mcmc import Walkers, initial_walkers, metropolis_sweeps
-from qernel_cli.vmc.step import Hyper, Physics, TrainState, init_opt_state, log_abs_fn
+from qernel_cli.vmc.step import StepSettings, Physics, TrainState, init_opt_state, log_abs_fn
 
 
 @dataclasses.dataclass
@@ -35,7 +35,7 @@ class Run:
     static: Any
     params: Any
     physics: Physics
-    hyper: Hyper
+    settings: StepSettings
     ewald: EwaldSum | None
 
     @property
@@ -72,7 +72,7 @@ def build(config: Config) -> Run:
         v_max=material.depth_to_moire(config.hamiltonian.V_max_meV),
     )
     op = config.optimizer
-    hyper = Hyper(
+    settings = StepSettings(
         optimizer=op.name,
         learning_rate=op.learning_rate,
         lr_decay_steps=op.lr_decay_steps,
@@ -89,7 +89,7 @@ def build(config: Config) -> Run:
         laplacian_sparsity=config.training.laplacian_sparsity,
     )
     ewald = EwaldSum(physics.supercell.cell, n_electrons=config.n_electrons) if coulomb else None
-    return Run(config=config, static=static, params=params, physics=physics, hyper=hyper, ewald=ewald)
+    return Run(config=config, static=static, params=params, physics=physics, settings=settings, ewald=ewald)
 
 
 def initial_state(run: Run, key: jax.Array) -> TrainState:
@@ -97,7 +97,7 @@ def initial_state(run: Run, key: jax.Array) -> TrainState:
     cfg = run.config
     return TrainState(
         params=run.params,
-        opt_state=init_opt_state(run.hyper, run.params),
+        opt_state=init_opt_state(run.settings, run.params),
         walkers=initial_walkers(
             log_abs_fn(eqx.combine(run.params, run.static)),
             jax.random.fold_in(key, 2),
@@ -118,6 +118,6 @@ def model_sweeps(run: Run, n_sweeps: int) -> Callable[[Any, Walkers, jax.Array],
     @eqx.filter_jit
     def sweeps(params, walkers, key):
         model = eqx.combine(params, run.static)
-        return metropolis_sweeps(log_abs_fn(model), walkers, key, run.physics.supercell, n_sweeps, run.hyper.lattice_hops)
+        return metropolis_sweeps(log_abs_fn(model), walkers, key, run.physics.supercell, n_sweeps, run.settings.lattice_hops)
 
     return sweeps

@@ -51,10 +51,10 @@ def evaluate(
     @eqx.filter_jit
     def block(params, walkers, key):
         model = eqx.combine(params, run.static)
-        walkers, acc = metropolis_sweeps(log_abs_fn(model), walkers, key, run.physics.supercell, run.hyper.mcmc_steps, run.hyper.lattice_hops)
-        return walkers, acc, local_energies(model, walkers, run.physics, run.ewald, run.hyper.walker_chunk, run.hyper.laplacian_sparsity)
+        walkers, acc = metropolis_sweeps(log_abs_fn(model), walkers, key, run.physics.supercell, run.settings.mcmc_steps, run.settings.lattice_hops)
+        return walkers, acc, local_energies(model, walkers, run.physics, run.ewald, run.settings.walker_chunk, run.settings.laplacian_sparsity)
 
-    sweeps = model_sweeps(run, run.hyper.mcmc_steps)
+    sweeps = model_sweeps(run, run.settings.mcmc_steps)
 
     def check() -> None:
         if stop is not None and stop():
@@ -63,7 +63,7 @@ def evaluate(
     n = run.config.n_electrons
     supervisor.phase(name)
     # re-equilibrate at the fixed depths, adapting the width
-    walkers = equilibrate(lambda w, k: sweeps(params, w, k), walkers, key, 5, run.hyper.target_acceptance, stop=stop or (lambda: False), after_block=supervisor.beat)
+    walkers = equilibrate(lambda w, k: sweeps(params, w, k), walkers, key, 5, run.settings.target_acceptance, stop=stop or (lambda: False), after_block=supervisor.beat)
     names = ("total", "kinetic", "potential", "interaction")
     rows = {component: [] for component in names}
     for i in range(n_blocks):

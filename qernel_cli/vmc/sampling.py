@@ -86,7 +86,7 @@ def sample(
 
     @eqx.filter_jit
     def energies(params, state):
-        e = local_energies(eqx.combine(params, run.static), state, run.physics, run.ewald, run.hyper.walker_chunk, run.hyper.laplacian_sparsity)
+        e = local_energies(eqx.combine(params, run.static), state, run.physics, run.ewald, run.settings.walker_chunk, run.settings.laplacian_sparsity)
         return {"total": e.total, "kinetic": e.kinetic, "potential": e.potential, "interaction": e.interaction, "kinetic_imag": e.kinetic_imag}
 
     target = run.config.sampler.target_acceptance

@@ -45,8 +45,13 @@ class Physics:
 
 
 @dataclasses.dataclass(frozen=True)
-class Hyper:
-    """Optimisation settings (see ``OptimizerConfig``)."""
+class StepSettings:
+    """The settings one VMC step is compiled for: optimiser, sampler sweeps, clipping, chunking, precision.
+
+    Taken from the config's ``optimizer``, ``sampler`` and ``training`` sections
+    (see ``OptimizerConfig``) by ``vmc.assembly.build``; static in the jitted
+    step, so changing one compiles a new step. ``Run.settings`` holds it.
+    """
 
     optimizer: str
     learning_rate: float
@@ -74,20 +79,20 @@ class TrainState(eqx.Module):
     step: Array
 
 
-def learning_rate(hyper: Hyper, step: Array) -> Array:
+def learning_rate(settings: StepSettings, step: Array) -> Array:
     """η_t = η₀ / (1 + t/decay)."""
-    return hyper.learning_rate / (1.0 + step / hyper.lr_decay_steps)
+    return settings.learning_rate / (1.0 + step / settings.lr_decay_steps)
 
 
-def adam(hyper: Hyper) -> optax.GradientTransformation:
-    return optax.adam(lambda t: learning_rate(hyper, t))
+def adam(settings: StepSettings) -> optax.GradientTransformation:
+    return optax.adam(lambda t: learning_rate(settings, t))
 
 
-def init_opt_state(hyper: Hyper, params: PyTree) -> PyTree:
+def init_opt_state(settings: StepSettings, params: PyTree) -> PyTree:
     flat, _ = ravel_pytree(params)
-    if hyper.optimizer == "spring":
+    if settings.optimizer == "spring":
         return jnp.zeros_like(flat)
-    return adam(hyper).init(flat)
+    return adam(settings).init(flat)
 
 
 class ModelLogAbs(eqx.Module):
@@ -244,12 +249,12 @@ def vmc_step(
     state: TrainState,
     static: PyTree,
     physics: Physics,
-    hyper: Hyper,
+    settings: StepSettings,
     ewald: EwaldSum | None,
     fault: Array | None = None,
     axis: str | None = None,
 ) -> tuple[TrainState, dict[str, Array]]:
-    """One optimisation step (pure; jit with static ``static``, ``physics``, ``hyper``).
+    """One optimisation step (pure; jit with static ``static``, ``physics``, ``settings``).
 
     ``axis``: the mesh axis over which the walkers (axis 1 of the walker
     arrays) are split when this runs under ``shard_map`` (None: all walkers
@@ -268,28 +273,28 @@ def vmc_step(
     n_groups = state.walkers.conditions.shape[0]
     depths = stratified_depths(k_depth, n_groups, physics.v_min, physics.v_max)
     walkers = with_conditions(log_abs_fn(model), state.walkers, depths[:, None])
-    walkers, acceptance = metropolis_sweeps(log_abs_fn(model), walkers, k_mcmc, physics.supercell, hyper.mcmc_steps, hyper.lattice_hops)
+    walkers, acceptance = metropolis_sweeps(log_abs_fn(model), walkers, k_mcmc, physics.supercell, settings.mcmc_steps, settings.lattice_hops)
     if axis is not None:
         acceptance = jax.lax.pmean(acceptance, axis)
-    walkers = adapt_width(walkers, acceptance, hyper.target_acceptance)
+    walkers = adapt_width(walkers, acceptance, settings.target_acceptance)
 
-    local = local_energies(model, walkers, physics, ewald, hyper.walker_chunk, hyper.laplacian_sparsity)
+    local = local_energies(model, walkers, physics, ewald, settings.walker_chunk, settings.laplacian_sparsity)
     gather = (lambda x: x) if axis is None else (lambda x: jax.lax.all_gather(x, axis, axis=1, tiled=True))
     energies = jax.tree.map(gather, local)
     e_total = energies.total if fault is None else energies.total + fault
     e_loc = e_total + 1j * energies.kinetic_imag
-    residual = spring.local_rows(spring.energy_residuals(e_loc, hyper.clip_mad, hyper.clip_deviation), axis)
+    residual = spring.local_rows(spring.energy_residuals(e_loc, settings.clip_mad, settings.clip_deviation), axis)
     flat, unravel = ravel_pytree(state.params)
-    lr = learning_rate(hyper, state.step)
-    if hyper.optimizer == "spring":
-        matmul = jnp.float32 if hyper.matmul_dtype == "float32" else jnp.float64
-        jac = log_derivatives(state.params, static, walkers, hyper.walker_chunk, matmul)
-        direction = spring.spring_direction(jac, residual, state.opt_state, hyper.damping, hyper.momentum, axis, matmul)
-        update = spring.constrain_step(jac, direction, lr, hyper.max_norm, axis)
+    lr = learning_rate(settings, state.step)
+    if settings.optimizer == "spring":
+        matmul = jnp.float32 if settings.matmul_dtype == "float32" else jnp.float64
+        jac = log_derivatives(state.params, static, walkers, settings.walker_chunk, matmul)
+        direction = spring.spring_direction(jac, residual, state.opt_state, settings.damping, settings.momentum, axis, matmul)
+        update = spring.constrain_step(jac, direction, lr, settings.max_norm, axis)
         opt_state = direction
     else:  # Adam needs only the gradient: one reverse pass, no per-sample rows
-        grad = energy_gradient(state.params, static, walkers, residual, hyper.walker_chunk, axis)
-        update, opt_state = adam(hyper).update(grad, state.opt_state, flat)
+        grad = energy_gradient(state.params, static, walkers, residual, settings.walker_chunk, axis)
+        update, opt_state = adam(settings).update(grad, state.opt_state, flat)
     new_flat = flat + update
     ok = _all_finite(e_total, update, new_flat)
     params = jax.tree.map(lambda new, old: jnp.where(ok, new, old), unravel(new_flat), state.params)
@@ -306,7 +311,7 @@ def vmc_step(
         "potential": jnp.mean(energies.potential, axis=1),
         "interaction": jnp.mean(energies.interaction, axis=1),
         "acceptance": acceptance,
-        "clipped_fraction": spring.clipped_fraction(e_loc, hyper.clip_mad, hyper.clip_deviation),
+        "clipped_fraction": spring.clipped_fraction(e_loc, settings.clip_mad, settings.clip_deviation),
         "move_width": walkers.width,
         "learning_rate": lr,
         "update_norm": jnp.linalg.norm(update),
@@ -333,7 +338,7 @@ def state_specs() -> TrainState:
 
 
 def make_step(
-    static: PyTree, physics: Physics, hyper: Hyper, ewald: EwaldSum | None, mesh: Mesh | None = None
+    static: PyTree, physics: Physics, settings: StepSettings, ewald: EwaldSum | None, mesh: Mesh | None = None
 ) -> Callable:
     """The jitted step ``(state, fault) -> (state, stats)``; compiled once per run.
 
@@ -345,12 +350,12 @@ def make_step(
 
         @eqx.filter_jit
         def step(state: TrainState, fault: Array) -> tuple[TrainState, dict[str, Array]]:
-            return vmc_step(state, static, physics, hyper, ewald, fault)
+            return vmc_step(state, static, physics, settings, ewald, fault)
 
         return step
 
     sharded = jax.shard_map(
-        lambda state, fault: vmc_step(state, static, physics, hyper, ewald, fault, axis=AXIS),
+        lambda state, fault: vmc_step(state, static, physics, settings, ewald, fault, axis=AXIS),
         mesh=mesh,
         in_specs=(state_specs(), PartitionSpec()),
         out_specs=(state_specs(), PartitionSpec()),

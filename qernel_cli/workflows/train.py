@@ -243,7 +243,7 @@ def _vmc(session: _Session, state: TrainState, rejected: int, fault_at: dict[int
     :class:`RunError` after ``MAX_CONSECUTIVE_FAILURES`` consecutive rejected (non-finite, rolled back) steps.
     """
     run, cfg, reporter = session.run, session.run.config, session.reporter
-    step_fn = make_step(run.static, run.physics, run.hyper, run.ewald, session.mesh)
+    step_fn = make_step(run.static, run.physics, run.settings, run.ewald, session.mesh)
     last_ckpt = last_consolidated = time.perf_counter()
     consecutive_failures = 0
     step_now = int(parallel.to_host(state.step))
