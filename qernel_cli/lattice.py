@@ -13,7 +13,7 @@ import math
 
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Complex, Float, Int
 
 SQRT3 = math.sqrt(3.0)
 
@@ -24,6 +24,37 @@ MOIRE_VECTORS = np.array([[1.0, 0.0], [0.5, SQRT3 / 2.0]])
 def reciprocal_vectors(cell: Float[np.ndarray, "2 2"]) -> Float[np.ndarray, "2 2"]:
     """Rows b_j with cell[i]·b_j = 2π δ_ij (inverse length units of ``cell``)."""
     return 2.0 * np.pi * np.linalg.inv(np.asarray(cell, dtype=np.float64)).T
+
+
+def lattice_waves(
+    positions: Float[Array, "n 2"], vectors: Float[np.ndarray, "m 2"], basis: Float[np.ndarray, "2 2"]
+) -> Complex[Array, "n m"]:
+    """e^{i v·r} for every position r (a_M) and vector v (1/a_M) of the lattice with ``basis`` rows b₁, b₂.
+
+    With v = n₁b₁ + n₂b₂ (integers), e^{i v·r} = z₁^{n₁} z₂^{n₂}, z_a = e^{i b_a·r}:
+    two complex exponentials per position and tables of their powers (built by
+    repeated multiplication, rounding ~|n|·ε) instead of m cosines and sines.
+    Vectors off the lattice fall back to cos/sin.
+    """
+    vectors = np.asarray(vectors, dtype=np.float64)
+    positions = jnp.asarray(positions, dtype=jnp.float64)
+    coefficients = vectors @ np.linalg.inv(np.asarray(basis, dtype=np.float64))
+    integers = np.round(coefficients).astype(np.int64)
+    if len(vectors) == 0 or not np.allclose(coefficients, integers, atol=1e-8):
+        phase = positions @ jnp.asarray(vectors).T
+        return jnp.cos(phase) + 1j * jnp.sin(phase)
+    phase = positions @ jnp.asarray(basis, dtype=jnp.float64).T  # (..., n, 2)
+    z = jnp.cos(phase) + 1j * jnp.sin(phase)
+    wave = None
+    for a in range(2):
+        top = int(np.max(np.abs(integers[:, a])))
+        if top == 0:
+            continue
+        powers = jnp.cumprod(jnp.repeat(z[..., a : a + 1], top, axis=-1), axis=-1)  # z^1 … z^top
+        table = jnp.concatenate([jnp.conj(powers[..., ::-1]), jnp.ones_like(powers[..., :1]), powers], axis=-1)  # z^-top … z^top
+        factor = table[..., integers[:, a] + top]
+        wave = factor if wave is None else wave * factor
+    return jnp.ones(positions.shape[:-1] + (len(vectors),), z.dtype) if wave is None else wave
 
 
 def points_in_disc(

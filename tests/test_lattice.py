@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qernel_cli.lattice import MOIRE_G, MOIRE_RECIPROCAL, MOIRE_VECTORS, Supercell, minimum_image, points_in_disc
+from qernel_cli.lattice import MOIRE_G, MOIRE_RECIPROCAL, MOIRE_VECTORS, Supercell, lattice_waves, minimum_image, points_in_disc
 
 
 def test_moire_reciprocal_vectors():
@@ -71,3 +71,28 @@ def test_points_in_disc_are_exactly_the_lattice_points_inside(cell, radius):
     assert sorted(map(tuple, labels.tolist())) == sorted(map(tuple, inside.tolist()))
     assert (0, 0) in set(map(tuple, labels.tolist()))
     assert set(map(tuple, (-labels).tolist())) == set(map(tuple, labels.tolist()))
+
+
+@pytest.mark.parametrize("basis_of", ["moire", "supercell"])
+def test_lattice_waves_equal_cos_and_sin(basis_of):
+    """e^{i v·r} from powers of two exponentials equals cos + i sin to ~|n|·ε, also for |n| ≈ 40 and for many positions."""
+    sc = Supercell(6, 6)
+    basis = MOIRE_RECIPROCAL if basis_of == "moire" else sc.reciprocal
+    rng = np.random.default_rng(3)
+    integers = rng.integers(-40, 41, size=(60, 2))
+    integers[0] = (0, 0)
+    vectors = integers @ basis
+    positions = jnp.asarray(rng.uniform(-3, 9, size=(5, 7, 2)))  # leading batch axes, points outside the cell
+    phase = np.asarray(positions) @ vectors.T
+    expected = np.cos(phase) + 1j * np.sin(phase)
+    waves = np.asarray(lattice_waves(positions, vectors, basis))
+    assert waves.shape == (5, 7, 60)
+    np.testing.assert_allclose(waves, expected, rtol=0, atol=1e-12)
+    assert np.all(waves[..., 0] == 1.0)
+
+
+def test_lattice_waves_off_the_lattice_fall_back_to_cos_and_sin():
+    vectors = np.array([[0.3, 0.1], [1.0, 2.5]])  # not on the moiré reciprocal lattice
+    positions = jnp.asarray([[0.2, 0.7], [1.5, -0.4]])
+    phase = np.asarray(positions) @ vectors.T
+    np.testing.assert_allclose(np.asarray(lattice_waves(positions, vectors, MOIRE_RECIPROCAL)), np.cos(phase) + 1j * np.sin(phase), atol=1e-15)

@@ -31,7 +31,7 @@ import numpy as np
 from jaxtyping import Array, Complex, Float
 
 from qernel_cli.hamiltonian.bands import plane_wave_basis
-from qernel_cli.lattice import Supercell
+from qernel_cli.lattice import MOIRE_RECIPROCAL, Supercell, lattice_waves
 from qernel_cli.model.features import static_matrix
 from qernel_cli.model.interpolation import INTERPOLATIONS, anchor_weights
 
@@ -88,7 +88,7 @@ def _plane_wave_sum(
     coefficients: Complex[Array, "B j n_G"], k: Float[np.ndarray, "j 2"], G: Float[np.ndarray, "n_G 2"], positions: Float[Array, "n 2"]
 ) -> Complex[Array, "B n j"]:
     """f_bj(r_i) = Σ_G a_bj(G) exp(i(k_j + G)·r_i)."""
-    return jnp.einsum("bjg,ng->bnj", coefficients, _waves(positions, G)) * _waves(positions, k)
+    return jnp.einsum("bjg,ng->bnj", coefficients, lattice_waves(positions, G, MOIRE_RECIPROCAL)) * _waves(positions, k)
 
 
 def _plane_wave_jet(
@@ -100,7 +100,7 @@ def _plane_wave_jet(
     sums over G weighted by 1, G_a and |G|², combined with k_j.
     """
     weights = np.stack([np.ones(len(G)), G[:, 0], G[:, 1], np.sum(G**2, axis=-1)])  # (4, G)
-    sums = jnp.einsum("bjg,sg,ng->sbnj", coefficients, jnp.asarray(weights), _waves(positions, G))  # (4, B, n, j)
+    sums = jnp.einsum("bjg,sg,ng->sbnj", coefficients, jnp.asarray(weights), lattice_waves(positions, G, MOIRE_RECIPROCAL))  # (4, B, n, j)
     plain, along, squared = sums[0], sums[1:3], sums[3]
     k_wave = _waves(positions, k)
     kj = jnp.asarray(k.T)[:, None, None, :]  # (2, 1, 1, j)

@@ -21,9 +21,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Complex, Float, PRNGKeyArray
 
-from qernel_cli.lattice import MOIRE_G, Supercell, points_in_disc
+from qernel_cli.lattice import MOIRE_G, Supercell, lattice_waves, points_in_disc
 from qernel_cli.model.features import static_matrix
 
 
@@ -43,6 +43,7 @@ class PairJastrow(eqx.Module):
     hidden: eqx.nn.Linear
     out: eqx.nn.Linear
     q: tuple[tuple[float, ...], ...] = eqx.field(static=True)
+    reciprocal: tuple[tuple[float, ...], ...] = eqx.field(static=True)  # the supercell's reciprocal basis (1/a_M): q lies on it
     shell: tuple[int, ...] = eqx.field(static=True)
     n_shells: int = eqx.field(static=True)
 
@@ -52,6 +53,7 @@ class PairJastrow(eqx.Module):
         if len(q) == 0:
             raise ValueError(f"no wave vector below q_max = {q_max_moire}|g| on this supercell")
         self.q = static_matrix(q)
+        self.reciprocal = static_matrix(supercell.reciprocal)
         self.shell = tuple(int(s) for s in shell)
         self.n_shells = int(shell.max()) + 1
         k1, k2 = jax.random.split(key)
@@ -59,14 +61,18 @@ class PairJastrow(eqx.Module):
         out = eqx.nn.Linear(hidden, self.n_shells, key=k2, dtype=jnp.float64)
         self.out = eqx.tree_at(lambda l: (l.weight, l.bias), out, (jnp.zeros_like(out.weight), jnp.zeros_like(out.bias)))
 
+    def _waves(self, positions: Float[Array, "n 2"]) -> Complex[Array, "n Q"]:
+        """e^{i q·r_j} (products of powers of two exponentials: q lies on the supercell's reciprocal lattice)."""
+        return lattice_waves(positions, np.asarray(self.q), np.asarray(self.reciprocal))
+
     def coefficients(self, conditions: Float[Array, " n_conditions"]) -> Float[Array, " shells"]:
         """a_s(c) for normalised conditions c."""
         return self.out(jnp.tanh(self.hidden(jnp.asarray(conditions, jnp.float64))))
 
     def __call__(self, positions: Float[Array, "n 2"], conditions: Float[Array, " n_conditions"]) -> Float[Array, ""]:
         n = positions.shape[0]
-        phase = jnp.asarray(positions, jnp.float64) @ jnp.asarray(np.asarray(self.q)).T  # (n, Q)
-        rho2 = jnp.sum(jnp.cos(phase), axis=0) ** 2 + jnp.sum(jnp.sin(phase), axis=0) ** 2  # |ρ_q|²
+        rho = jnp.sum(self._waves(positions), axis=0)  # ρ_q
+        rho2 = rho.real**2 + rho.imag**2  # |ρ_q|²
         a = self.coefficients(conditions)[np.asarray(self.shell)]
         return jnp.sum(a * (rho2 - n)) / n
 
@@ -80,8 +86,8 @@ class PairJastrow(eqx.Module):
         """
         n = positions.shape[0]
         q = np.asarray(self.q)
-        phase = jnp.asarray(positions, jnp.float64) @ jnp.asarray(q).T  # (n, Q)
-        cos, sin = jnp.cos(phase), jnp.sin(phase)
+        waves = self._waves(positions)
+        cos, sin = waves.real, waves.imag
         c_sum, s_sum = jnp.sum(cos, axis=0), jnp.sum(sin, axis=0)
         a = self.coefficients(conditions)[np.asarray(self.shell)] / n
         q2 = jnp.asarray(np.sum(q**2, axis=-1))
