@@ -82,7 +82,9 @@ class GroupedQueryAttention(eqx.Module):
         q = project(self.query, kv, groups, d)
         k = project(self.key, kv, d)
         v = project(self.value, kv, d)
-        scores = product(q, k, lambda a, b: jnp.einsum("nkgd,mkd->kgnm", a, b) / math.sqrt(d))
+        scores = product(
+            q, k, lambda a, b: jnp.einsum("nkgd,mkd->kgnm", a, b) / math.sqrt(d), lambda a, b: jnp.einsum("tnkgd,tmkd->kgnm", a, b) / math.sqrt(d)
+        )
         weights = softmax(scores, axis=-1)
         attended = product(weights, v, lambda a, b: jnp.einsum("kgnm,mkd->nkgd", a, b).reshape(n, kv * groups * d))
         return linear(attended, lambda y: y @ self.output.weight.T)

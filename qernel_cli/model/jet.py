@@ -59,12 +59,18 @@ def elementwise(fn: Callable[[Array], Array], jet: Jet) -> Jet:
     return Jet(value, d1 * jet.jacobian, d1 * jet.laplacian + d2 * squares)
 
 
-def product(a: Jet, b: Jet, contract: Callable[[Array, Array], Array]) -> Jet:
-    """contract(a, b) for a bilinear ``contract`` (an einsum without the tangent axis)."""
-    both = jax.vmap(contract)
+def product(
+    a: Jet, b: Jet, contract: Callable[[Array, Array], Array], cross: Callable[[Array, Array], Array] | None = None
+) -> Jet:
+    """contract(a, b) for a bilinear ``contract`` (an einsum without the tangent axis).
+
+    ``cross``, if given, is Σ_t contract(a_t, b_t) over the leading tangent axis
+    written as one contraction (e.g. an einsum that sums t with the other
+    contracted axes); by default contract is mapped over t and summed.
+    """
     value = contract(a.value, b.value)
     jacobian = jax.vmap(contract, (0, None))(a.jacobian, b.value) + jax.vmap(contract, (None, 0))(a.value, b.jacobian)
-    cross = jnp.sum(both(a.jacobian, b.jacobian), axis=0)
+    cross = jnp.sum(jax.vmap(contract)(a.jacobian, b.jacobian), axis=0) if cross is None else cross(a.jacobian, b.jacobian)
     laplacian = contract(a.laplacian, b.value) + contract(a.value, b.laplacian) + 2.0 * cross
     return Jet(value, jacobian, laplacian)
 
