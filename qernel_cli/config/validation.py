@@ -45,6 +45,13 @@ def validate(config: Config) -> None:
     _check_training(config.training)
 
 
+def _positive_integers(section: str, values: object, names: tuple[str, ...]) -> None:
+    """Each of ``names`` in the section is at least 1 (the first that is not is the error)."""
+    for name in names:
+        if getattr(values, name) < 1:
+            raise ConfigError(f"{section}.{name}: must be a positive integer, got {getattr(values, name)!r}")
+
+
 def _check_material(m: MaterialConfig) -> None:
     """Period (nm), effective mass (m_e) and dielectric constant are positive."""
     for name in ("a_M_nm", "m_star", "epsilon"):
@@ -53,9 +60,7 @@ def _check_material(m: MaterialConfig) -> None:
 
 
 def _check_supercell(sc: SupercellConfig) -> None:
-    for name in ("L1", "L2"):
-        if getattr(sc, name) < 1:
-            raise ConfigError(f"supercell.{name}: must be a positive integer, got {getattr(sc, name)!r}")
+    _positive_integers("supercell", sc, ("L1", "L2"))
 
 
 def _check_electrons(el: ElectronsConfig, sc: SupercellConfig) -> None:
@@ -101,9 +106,7 @@ def _check_hamiltonian(ham: HamiltonianConfig) -> None:
 
 def _check_model(md: ModelConfig, el: ElectronsConfig, sc: SupercellConfig) -> None:
     """Sizes, Jastrow ranges, envelope options (against the electrons and supercell), head divisibility."""
-    for name in _MODEL_SIZES:
-        if getattr(md, name) < 1:
-            raise ConfigError(f"model.{name}: must be a positive integer, got {getattr(md, name)!r}")
+    _positive_integers("model", md, _MODEL_SIZES)
     if not 0.0 <= md.pair_jastrow_qmax <= 5.0:
         raise ConfigError(f"model.pair_jastrow_qmax: must be between 0 (off) and 5 (units of |g|), got {md.pair_jastrow_qmax!r}")
     if not 0 <= md.radial_jastrow <= 8:
@@ -123,9 +126,7 @@ def _check_model(md: ModelConfig, el: ElectronsConfig, sc: SupercellConfig) -> N
 
 def _check_sampler(sa: SamplerConfig) -> None:
     """Walkers, sweeps and burn-in counts; move width (a_M); target acceptance in (0, 1)."""
-    for name in ("walkers", "steps_per_iteration"):
-        if getattr(sa, name) < 1:
-            raise ConfigError(f"sampler.{name}: must be a positive integer, got {getattr(sa, name)!r}")
+    _positive_integers("sampler", sa, ("walkers", "steps_per_iteration"))
     if sa.burn_in < 0:
         raise ConfigError(f"sampler.burn_in: must be non-negative, got {sa.burn_in!r}")
     if not sa.move_width > 0:
@@ -153,9 +154,7 @@ def _check_pretrain(pt: PretrainConfig) -> None:
 
 def _check_training(tr: TrainingConfig) -> None:
     """Step counts, seed, Laplacian sparsity in [0, 1], evaluation blocks, walker chunk, checkpoint interval (minutes)."""
-    for name in ("steps", "depths_per_step"):
-        if getattr(tr, name) < 1:
-            raise ConfigError(f"training.{name}: must be a positive integer, got {getattr(tr, name)!r}")
+    _positive_integers("training", tr, ("steps", "depths_per_step"))
     if tr.seed < 0:
         raise ConfigError(f"training.seed: must be non-negative, got {tr.seed!r}")
     if not 0.0 <= tr.laplacian_sparsity <= 1.0:
