@@ -64,6 +64,9 @@ def test_product_of_two_functions():
     contract = lambda x, y: jnp.einsum("ij,kj->ik", x, y)  # noqa: E731
     out = product(jet_of(f, R), jet_of(g, R), contract)
     assert_jets_equal(out, jet_of(lambda r: contract(f(r), g(r)), R))
+    # the cross term written as one contraction over (t, j), as the attention's scores do
+    fused = product(jet_of(f, R), jet_of(g, R), contract, lambda x, y: jnp.einsum("tij,tkj->ik", x, y))
+    assert_jets_equal(fused, jet_of(lambda r: contract(f(r), g(r)), R))
 
 
 def test_sum():
