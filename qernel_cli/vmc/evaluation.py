@@ -12,7 +12,7 @@ from jax.sharding import Mesh
 from qernel_cli import parallel, supervisor
 from qernel_cli.observables.blocking import autocorrelation_time, chain_average
 from qernel_cli.vmc.assembly import Run, model_sweeps
-from qernel_cli.vmc.mcmc import Walkers, equilibrate, metropolis_sweeps, with_conditions
+from qernel_cli.vmc.mcmc import Walkers, equilibrate, with_conditions
 from qernel_cli.vmc.step import laid_out, local_energies, log_abs_fn
 
 
@@ -48,26 +48,24 @@ def evaluate(
     walkers = with_conditions(log_abs_fn(model), walkers, np.asarray(depths_moire, dtype=np.float64)[:, None])
     walkers = laid_out(walkers, mesh)
 
-    @eqx.filter_jit
-    def block(params, walkers, key):
-        model = eqx.combine(params, run.static)
-        walkers, acc = metropolis_sweeps(log_abs_fn(model), walkers, key, run.physics.supercell, run.settings.mcmc_steps, run.settings.lattice_hops)
-        return walkers, acc, local_energies(model, walkers, run.physics, run.ewald, run.settings.walker_chunk, run.settings.laplacian_sparsity)
-
     sweeps = model_sweeps(run, run.settings.mcmc_steps)
 
-    def check() -> None:
-        if stop is not None and stop():
-            raise KeyboardInterrupt
+    @eqx.filter_jit
+    def block(params, walkers, key):
+        walkers, acc = sweeps(params, walkers, key)
+        model = eqx.combine(params, run.static)
+        return walkers, acc, local_energies(model, walkers, run.physics, run.ewald, run.settings.walker_chunk, run.settings.laplacian_sparsity)
 
+    stop = stop or (lambda: False)
     n = run.config.n_electrons
     supervisor.phase(name)
     # re-equilibrate at the fixed depths, adapting the width
-    walkers = equilibrate(lambda w, k: sweeps(params, w, k), walkers, key, 5, run.settings.target_acceptance, stop=stop or (lambda: False), after_block=supervisor.beat)
+    walkers = equilibrate(lambda w, k: sweeps(params, w, k), walkers, key, 5, run.settings.target_acceptance, stop=stop, after_block=supervisor.beat)
     names = ("total", "kinetic", "potential", "interaction")
     rows = {component: [] for component in names}
     for i in range(n_blocks):
-        check()
+        if stop():
+            raise KeyboardInterrupt
         walkers, acc, e = block(params, walkers, jax.random.fold_in(key, 1000 + i))
         e = parallel.to_host(e)  # every walker's energies (groups, walkers): small
         for component in names:

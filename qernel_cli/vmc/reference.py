@@ -56,7 +56,7 @@ def bloch_reference(
 
     @eqx.filter_jit
     def block(state, key):
-        state, _ = metropolis_sweeps(log_abs, state, key, sc, sweeps_per_block)
+        state, _ = sweeps(state, key)
 
         def one(x, orb, depth):
             return local_energy(
