@@ -103,3 +103,41 @@ def phase_diagram_figure(path: Path, depths: np.ndarray, series: dict[str, tuple
             ax.axvline(transition[0], color="orange", lw=1)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def branches_figure(
+    path: Path,
+    depths: np.ndarray,
+    energies: dict[str, tuple[np.ndarray, np.ndarray]],
+    orders: dict[str, tuple[np.ndarray, np.ndarray]],
+    crossing: tuple[float, float] | None,
+    distinct: tuple[float, float] | None,
+    liquid_order: float | None = None,
+) -> None:
+    """Both branches versus depth: E/N, the difference E_crystal − E_liquid with the crossing, and m²_site with the window where they differ."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
+    colours = {"liquid": "C0", "crystal": "C3"}
+    for name, (value, error) in energies.items():
+        axes[0].errorbar(depths, value, yerr=error, fmt="o-", ms=3, lw=1, color=colours.get(name), label=f"{name} branch")
+    axes[0].set_ylabel("E/N (meV)")
+    axes[0].legend(fontsize=8)
+    (el, sl), (ec, sc) = energies["liquid"], energies["crystal"]
+    axes[1].errorbar(depths, ec - el, yerr=np.hypot(sl, sc), fmt="o-", ms=3, lw=1, color="C2")
+    axes[1].axhline(0.0, color="gray", lw=0.8)
+    axes[1].set_ylabel("E_crystal/N − E_liquid/N (meV)")
+    for name, (value, error) in orders.items():
+        axes[2].errorbar(depths, value, yerr=error, fmt="o-", ms=3, lw=1, color=colours.get(name), label=f"{name} branch")
+    if liquid_order is not None:
+        axes[2].axhline(liquid_order, color="gray", ls=":", lw=0.8, label="randomly occupied sites")
+    if distinct is not None:
+        axes[2].axvspan(distinct[0], distinct[1], color="gray", alpha=0.15, label="branches distinct")
+    axes[2].legend(fontsize=8)
+    axes[2].set_ylabel("site-projected crystal order m²_site")
+    for ax in axes:
+        ax.set_xlabel("moiré depth V (meV)")
+        if crossing is not None and np.isfinite(crossing[0]):
+            ax.axvspan(crossing[0] - crossing[1], crossing[0] + crossing[1], color="orange", alpha=0.2)
+            ax.axvline(crossing[0], color="orange", lw=1)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -86,7 +86,7 @@ TINY_RUN = [
     "model.determinants=1", "model.film_hidden=8", "model.harmonics=1", "model.envelope_shells=2", "model.envelope_anchors=1",
     "model.pair_jastrow_qmax=0", "model.radial_jastrow=0", "sampler.walkers=16", "sampler.burn_in=10", "sampler.steps_per_iteration=2",
     "training.depths_per_step=2", "pretrain.steps=2", "training.evaluate_start=false", "training.evaluate_blocks=2",
-    "hamiltonian.coulomb=false",
+    "hamiltonian.coulomb=false", "model.envelope_momenta=fixed", "pretrain.target=bloch",
 ]
 """The smallest `moire-tiny` run that goes through every phase (pre-training, burn-in, SPRING steps, evaluation),
 without the Ewald sum (slow to compile). Every test that trains a model for its own sake, in a subprocess or in

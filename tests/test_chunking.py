@@ -14,7 +14,7 @@ from qernel_cli.vmc import spring
 from qernel_cli.vmc.step import energy_gradient, local_energies, log_derivatives
 from qernel_cli.vmc.assembly import build, initial_state
 
-SMALL = [s for s in TINY_RUN if s.startswith("model.")]
+SMALL = [s for s in TINY_RUN if s.startswith(("model.", "pretrain.target"))]
 """The tests' tiny model (chunking splits walkers, whatever the model); the Ewald sum stays on."""
 
 

@@ -38,7 +38,7 @@ def test_overrides_change_only_what_they_name():
 
 
 def test_spinful_configuration_is_accepted():
-    c = resolve("moire-tiny", ["electrons.n_up=3", "electrons.n_down=3"])
+    c = resolve("moire-tiny", ["electrons.n_up=3", "electrons.n_down=3", "pretrain.target=bloch"])
     assert (c.electrons.n_up, c.electrons.n_down, c.n_electrons) == (3, 3, 6)
 
 
@@ -135,7 +135,7 @@ def test_runs_stored_before_band_mixing_keep_fixed_momenta(tmp_path):
 
     from qernel_cli.stores.run_dir import CONFIG_FILE, stored_config
 
-    data = tomllib.loads(resolve("moire-tiny", ["model.envelope_momenta=mixed"]).to_toml())
+    data = tomllib.loads(resolve("moire-tiny", ["model.envelope_momenta=mixed", "pretrain.target=bloch"]).to_toml())
     (tmp_path / CONFIG_FILE).write_text(tomli_w.dumps(data))
     assert stored_config(tmp_path).model.envelope_momenta == "mixed"
     del data["model"]["envelope_momenta"]

@@ -22,7 +22,7 @@ from qernel_cli.workflows.train import train
 from qernel_cli.workflows.exact import exact_energies
 
 SYSTEM_A = ["supercell.L1=2", "supercell.L2=1", "electrons.n_up=2", "electrons.filling=1",
-            "hamiltonian.V_min_meV=15", "hamiltonian.V_max_meV=15"]
+            "hamiltonian.V_min_meV=15", "hamiltonian.V_max_meV=15", "model.envelope_momenta=fixed", "pretrain.target=bloch"]
 STEPS = ["training.steps=400", "training.evaluate_blocks=100"]  # the default protocol, sampled long enough to tell
 
 

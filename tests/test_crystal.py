@@ -48,3 +48,43 @@ def test_crystal_pretraining_runs(tmp_path):
     small = [*TINY_RUN, "pretrain.steps=5", "training.steps=1", "pretrain.target=crystal"]
     summary = train(resolve("moire-tiny", small), tmp_path / "x")
     assert summary["steps"] == 1 and all(np.isfinite(d["energy_per_electron_meV"]) for d in summary["depths"])
+
+
+def test_crystal_mixing_reproduces_the_gaussians_in_a_plane_wave_basis():
+    """With single plane waves as the band states the projection is the Gaussian itself (truncated), 1 at its site."""
+    from qernel_cli.lattice import points_in_disc
+    from qernel_cli.vmc.crystal import crystal_mixing
+
+    cell = Supercell(3, 3)
+    sites = classical_ground_state(cell, 6, 45.0)
+    q, _ = points_in_disc(cell.reciprocal, 6.0 / 0.3)  # supercell plane waves, as momenta with G = 0
+    states = np.ones((1, len(q), 1), complex)
+    u = crystal_mixing(q, np.zeros((1, 2)), states, sites, [0.3])[0]  # (n, M)
+    r = np.random.default_rng(0).uniform(size=(50, 2)) @ cell.cell
+    envelope = np.exp(1j * r @ q.T) @ u.T  # e_j(r), (50, n)
+    gaussians = np.asarray(evaluate_orbitals(crystal_orbitals(cell, sites, 0.3), r))
+    at_site = np.asarray(evaluate_orbitals(crystal_orbitals(cell, sites, 0.3), sites)).diagonal()
+    np.testing.assert_allclose(envelope, gaussians / at_site, atol=2e-5)  # crystal_orbitals cuts its spectrum at e^{−12.5}
+
+
+def test_crystal_start_puts_band_mixing_envelopes_on_the_sites():
+    import jax
+    import jax.numpy as jnp
+
+    from qernel_cli.model.build import make_wavefunction
+    from qernel_cli.vmc.crystal import crystal_start
+
+    c = resolve("moire-tiny", ["model.envelope_momenta=mixed", "hamiltonian.V_min_meV=25", "hamiltonian.V_max_meV=25"])
+    model = make_wavefunction(c, jax.random.PRNGKey(0))
+    cell, phi = c.supercell_geometry, c.material_units.phi_deg
+    sites = classical_ground_state(cell, 6, phi)
+    f = (np.arange(48) + 0.5) / 48
+    grid = np.stack(np.meshgrid(f, f, indexing="ij"), -1).reshape(-1, 2) @ cell.cell
+    gaussians = np.asarray(evaluate_orbitals(crystal_orbitals(cell, sites, oscillator_width(model.condition_centre[0], phi)), grid))
+
+    def overlaps(m):
+        e = np.asarray(m.orbitals.blocks[0].envelope(jnp.asarray(grid), jnp.asarray(0.0)))[0]
+        return np.abs(np.sum(e.conj() * gaussians, 0)) / np.linalg.norm(e, axis=0) / np.linalg.norm(gaussians, axis=0)
+
+    assert np.all(overlaps(model) < 0.6)  # Bloch orbitals: spread over the cell
+    assert np.all(overlaps(crystal_start(model, sites, phi)) > 0.98)  # two bands per momentum hold the Gaussians

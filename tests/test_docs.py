@@ -177,7 +177,7 @@ def written_stores(tmp_path_factory):
     from qernel_cli.workflows import observe, phasediagram, sample
 
     tmp = tmp_path_factory.mktemp("stores")
-    config = resolve("moire-tiny", ["sampler.walkers=8", "training.depths_per_step=2", "model.envelope=plane-wave"])
+    config = resolve("moire-tiny", ["sampler.walkers=8", "training.depths_per_step=2", "model.envelope=plane-wave", "model.envelope_momenta=fixed", "pretrain.target=bloch"])
     run = build(config)
     train_store = create_train_store(tmp / "train.zarr", run, pretrain_steps=1)
 

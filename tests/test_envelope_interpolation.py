@@ -26,7 +26,7 @@ from qernel_cli.model.interpolation import natural_spline_weights
 from qernel_cli.vmc.assembly import build
 
 SMALL = ["hamiltonian.coulomb=false", "model.layers=1", "model.width=16", "model.heads=2", "model.kv_heads=1",
-         "model.mlp_width=16", "model.film_hidden=8", "model.determinants=1"]
+         "model.mlp_width=16", "model.film_hidden=8", "model.determinants=1", "model.envelope_momenta=fixed", "pretrain.target=bloch"]
 
 
 def _energy_curve(interpolation: str, kinetic_only: bool = False):

@@ -53,7 +53,7 @@ def test_only_mixed_envelopes_can_leave_their_crystal_momentum(mixed, noise, cov
 
 def test_mixed_momenta_start_from_the_same_wavefunction():
     def model(momenta):
-        c = resolve("moire-tiny", [f"model.envelope_momenta={momenta}"])
+        c = resolve("moire-tiny", [f"model.envelope_momenta={momenta}", "pretrain.target=bloch"])
         return make_wavefunction(c, jax.random.PRNGKey(0)), c
 
     (fixed, c), (mixed, _) = model("fixed"), model("mixed")

@@ -268,7 +268,7 @@ def _envelope_coefficients(model, anchor=0):
 
 
 def test_make_wavefunction_from_preset():
-    config = resolve("moire-tiny", ["model.envelope=bloch", "model.envelope_shells=2"])
+    config = resolve("moire-tiny", ["model.envelope=bloch", "model.envelope_shells=2", "model.envelope_momenta=fixed", "pretrain.target=bloch"])
     model = make_wavefunction(config, jax.random.key(0))
     m = config.model
     assert model.n_electrons == config.n_electrons == 6
@@ -301,7 +301,7 @@ def test_make_wavefunction_from_preset():
     # The anchors really differ: the orbitals change with depth.
     assert np.max(np.abs(_envelope_coefficients(model, 0)[1] - _envelope_coefficients(model, 2)[1])) > 0.05
     # envelope = "plane-wave": one plane wave per orbital on the |G| ≤ 2|b| basis (19 vectors).
-    plane = make_wavefunction(resolve("moire-tiny", ["model.envelope=plane-wave", "model.envelope_shells=2"]), jax.random.key(0))
+    plane = make_wavefunction(resolve("moire-tiny", ["model.envelope=plane-wave", "model.envelope_shells=2", "model.envelope_momenta=fixed", "pretrain.target=bloch"]), jax.random.key(0))
     envelope, coefficients = _envelope_coefficients(plane)
     assert envelope.anchors == (0.0,)
     assert envelope.G.shape == (19, 2)

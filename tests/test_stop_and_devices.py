@@ -35,7 +35,7 @@ from qernel_cli.stores import checkpoint
 GRACE_S = 30.0
 """The supervisor's default grace after SIGTERM (``qernel_cli.supervisor.Limits``)."""
 
-ISSUE_RUN = ["--set", "pretrain.steps=20", "--set", "training.evaluate_blocks=4"]
+ISSUE_RUN = ["--set", "pretrain.steps=20", "--set", "training.evaluate_blocks=4", "--set", "pretrain.target=bloch"]
 
 
 def _env(base: dict, devices: int | None) -> dict:

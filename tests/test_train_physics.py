@@ -24,7 +24,7 @@ from zarrtools import open_zarr
 
 pytestmark = pytest.mark.slow
 
-FREE = ["hamiltonian.coulomb=false", "hamiltonian.V_min_meV=15.0", "hamiltonian.V_max_meV=30.0"]
+FREE = ["hamiltonian.coulomb=false", "hamiltonian.V_min_meV=15.0", "hamiltonian.V_max_meV=30.0", "pretrain.target=bloch"]
 
 
 def _energies(config, summary):
@@ -54,7 +54,7 @@ def test_noninteracting_family_is_variational_and_near_exact(tmp_path):
     assert float(log["pretrain_infidelity"][-10:].mean()) < 0.01
 
 
-COMMON = ["sampler.walkers=256", "training.depths_per_step=2", "pretrain.steps=100"]
+COMMON = ["sampler.walkers=256", "training.depths_per_step=2", "pretrain.steps=100", "pretrain.target=bloch"]
 
 
 @pytest.mark.extended

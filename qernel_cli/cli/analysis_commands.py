@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from qernel_cli.cli.application import app, err, user_errors, warning
 from qernel_cli.cli.options import PresetOption, SetOption
-from qernel_cli.cli.reports import observables_summary, print_exact, print_observables, print_phase_diagram
+from qernel_cli.cli.reports import observables_summary, print_branch_diagram, print_exact, print_observables, print_phase_diagram
 from qernel_cli.cli.supervised import with_progress
 
 
@@ -53,7 +53,7 @@ def observe(
 @app.command()
 @user_errors
 def phasediagram(
-    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
+    run_dir: Annotated[Path, typer.Argument(help="A trained run directory, or a two-branch run (pretrain.target = \"both\"): then both branches, their crossing and the lower one per depth.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory (samples.zarr, phasediagram.zarr, PNG plots); rerunning it samples only what is missing.")],
     depths: Annotated[str, typer.Option(help="Depths in meV: START:STOP:COUNT (inclusive), e.g. 0:30:16, or a list 5,10,20.")] = "0:30:16",
     walkers: Annotated[Optional[int], typer.Option(help="Walkers per depth (default and most: the run's sampler.walkers, one per trained configuration).", min=1)] = None,
@@ -71,11 +71,16 @@ def phasediagram(
 
     grid_meV = check_phase_diagram(run_dir, depths, out_dir)  # refused before JAX loads
 
-    from qernel_cli.workflows.phasediagram import phase_diagram
+    from qernel_cli.stores.branches import is_branched
+
+    if is_branched(run_dir):
+        from qernel_cli.workflows.branch_diagram import branch_phase_diagram as diagram
+    else:
+        from qernel_cli.workflows.phasediagram import phase_diagram as diagram
 
     summary = with_progress(
         "phase diagram",
-        lambda progress: phase_diagram(
+        lambda progress: diagram(
             run_dir, grid_meV, out_dir, walkers=walkers, records=records, top_up=top_up, grid=grid, seed=seed, warn=warning, progress=progress
         ),
         quiet=quiet,
@@ -83,8 +88,10 @@ def phasediagram(
     )
     if json_:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-        return
-    print_phase_diagram(summary)
+    elif "crossing" in summary:
+        print_branch_diagram(summary)
+    else:
+        print_phase_diagram(summary)
 
 
 @app.command()

@@ -92,6 +92,24 @@ def print_observables(summary: dict) -> None:
     )
 
 
+def print_branches(summary: dict) -> None:
+    """`qernel train` of both branches: each branch's energies, then which branch is lower at every depth."""
+    for name, branch in summary["branches"].items():
+        out.print(f"branch {name} ({branch['run_dir']})", highlight=False)
+        print_energies(branch)
+    rows = [
+        (
+            f"{d['V_meV']:.3f}",
+            f"{d['liquid_energy_per_electron_meV']:.4f} ± {d['liquid_energy_error_meV']:.4f}",
+            f"{d['crystal_energy_per_electron_meV']:.4f} ± {d['crystal_energy_error_meV']:.4f}",
+            f"{d['crystal_minus_liquid_meV']:+.4f} ± {d['crystal_minus_liquid_error_meV']:.4f}",
+            d["lower"],
+        )
+        for d in summary["depths"]
+    ]
+    tables.show(out, "the two branches (E/N, meV)", ("V (meV)", "liquid", "crystal", "crystal − liquid", "lower"), rows)
+
+
 def print_phase_diagram(summary: dict) -> None:
     """`qernel phasediagram`: the energies and site order per depth, and the transition depth."""
     rows = []
@@ -111,6 +129,45 @@ def print_phase_diagram(summary: dict) -> None:
             out.print(f"  interaction-energy slope change at {t['energy_kink_depth']:.2f} ± {t['energy_kink_error']:.2f} meV")
     else:
         out.print("no transition found in this range of depths")
+    out.print(f"plots and stores in {summary['out_dir']}")
+
+
+def print_branch_diagram(summary: dict) -> None:
+    """`qernel phasediagram` of a two-branch run: both branches per depth, the lower one, the crossing and where both exist."""
+    def order(d, name):
+        value = d[f"{name}_site_order"]
+        return "—" if value is None else f"{value:.3f} ± {d[f'{name}_site_order_error']:.3f}"
+
+    rows = [
+        (
+            f"{d['V_meV']:g}",
+            f"{d['liquid_energy_meV']:.4f} ± {d['liquid_energy_error_meV']:.4f}",
+            f"{d['crystal_energy_meV']:.4f} ± {d['crystal_energy_error_meV']:.4f}",
+            f"{d['crystal_minus_liquid_meV']:+.4f} ± {d['crystal_minus_liquid_error_meV']:.4f}",
+            d["lower"], order(d, "liquid"), order(d, "crystal"),
+        )
+        for d in summary["depths"]
+    ]
+    columns = ("V (meV)", "E/N liquid", "E/N crystal", "crystal − liquid", "lower", "m²_site liquid", "m²_site crystal")
+    tables.show(out, f"two branches, N = {summary['n_electrons']} (per electron, meV)", columns, rows)
+    c, h = summary["crossing"], summary["hysteresis"]
+    if c and c["found"]:
+        out.print(f"branches cross at V_c = {c['depth']:.2f} ± {c['error']:.2f} meV (the {c['lower_below']} branch is lower below it)")
+        if c["sign_changes"] > 1:
+            out.print(f"  E_crystal − E_liquid changes sign {c['sign_changes']} times: the crossing is fitted over {c['window'][0]:g}–{c['window'][1]:g} meV")
+    elif c and c["depth"] is not None:
+        out.print(f"no resolved crossing: the fitted root {c['depth']:.2f} ± {c['error']:.2f} meV is not significant")
+    elif c:
+        lower = c["lower_below"]
+        significant = sum(d["lower"] == lower for d in summary["depths"])
+        out.print(
+            f"E_crystal − E_liquid keeps its sign over the grid: the {lower} branch is lower or equal throughout "
+            f"(significantly at {significant} of {len(summary['depths'])} depths)"
+        )
+    if h and h["from_meV"] is not None:
+        out.print(f"branches distinct states (hysteresis window) at {h['from_meV']:g}–{h['to_meV']:g} meV ({h['criterion']})")
+    elif h:
+        out.print("the branches are the same state at every depth (no hysteresis)")
     out.print(f"plots and stores in {summary['out_dir']}")
 
 

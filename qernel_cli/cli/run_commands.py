@@ -10,7 +10,7 @@ import typer
 
 from qernel_cli.cli.application import app, err, fail, user_errors, warning
 from qernel_cli.cli.options import PresetOption, SetOption
-from qernel_cli.cli.reports import print_energies, print_samples
+from qernel_cli.cli.reports import print_branches, print_energies, print_samples
 from qernel_cli.cli.supervised import phase_lines, with_progress
 
 if TYPE_CHECKING:
@@ -46,13 +46,15 @@ def train(
     --distributed, and only process 0 writes the run directory.
     """
     config = _new_run_config(preset, set_, steps, seed, resume, force)
-    from qernel_cli.stores import run_dir  # (imports zarr)
+    from qernel_cli.stores import branches, run_dir  # (imports zarr)
     from qernel_cli.processes import joins_other_processes
 
+    branched = branches.is_branched(out_dir) if resume else branches.is_branched_config(config)
+    layout = branches if branched else run_dir
     if resume:
-        run_dir.check_resumable(out_dir, steps)
+        layout.check_resumable(out_dir, steps)
     elif not joins_other_processes(num_processes, distributed):  # (the others might already see process 0's new files)
-        run_dir.check_new(out_dir, force=force)
+        layout.check_new(out_dir, force=force)
 
     from qernel_cli import parallel
     from qernel_cli.progress import TrainReporter
@@ -70,9 +72,17 @@ def train(
         quiet = True
 
     reporter = TrainReporter(err, enabled=not quiet)
+    if branched:
+        from qernel_cli.workflows.branches import train_branches
+
+        def work(interrupt):
+            return train_branches(config, out_dir, resume=resume, force=force, steps=steps, reporter=reporter, mesh=mesh)
+    else:
+        def work(interrupt):
+            return run_training(config, out_dir, resume=resume, force=force, steps=steps, reporter=reporter, mesh=mesh)
     try:
         summary = supervise(
-            lambda interrupt: run_training(config, out_dir, resume=resume, force=force, steps=steps, reporter=reporter, mesh=mesh),
+            work,
             warn=warning,
             files=f"the last checkpoint in {out_dir} is intact (continue with `qernel train --resume --out {out_dir}`)",
             idle_means_stuck=mesh.devices.flat[0].platform == "cpu",
@@ -123,6 +133,8 @@ def _report_training(summary: dict, json_: bool) -> None:
         return
     if json_:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    elif "branches" in summary:
+        print_branches(summary)
     else:
         print_energies(summary)
     for message in summary.get("warnings", []):

@@ -142,12 +142,13 @@ class PretrainConfig:
 
     ``target``: "bloch", the non-interacting Bloch determinant (the liquid), or
     "crystal", Gaussians on the classical Coulomb ground state of the moiré
-    sites (see ``qernel_cli.vmc.crystal``).
+    sites (see ``qernel_cli.vmc.crystal``), or "both": two runs of the same
+    model, one from each start (the branch protocol, ``qernel_cli.stores.branches``).
     """
 
     steps: int = 200
     learning_rate: float = 3e-4
-    target: Literal["bloch", "crystal"] = "bloch"
+    target: Literal["bloch", "crystal", "both"] = "bloch"
 
 
 @dataclasses.dataclass(frozen=True)

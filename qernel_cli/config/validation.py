@@ -41,7 +41,7 @@ def validate(config: Config) -> None:
     _check_model(config.model, config.electrons, config.supercell)
     _check_sampler(config.sampler)
     _check_optimizer(config.optimizer)
-    _check_pretrain(config.pretrain)
+    _check_pretrain(config.pretrain, config.model, config.electrons)
     _check_training(config.training)
 
 
@@ -145,11 +145,19 @@ def _check_optimizer(op: OptimizerConfig) -> None:
         raise ConfigError(f"optimizer.momentum: must lie in [0, 1), got {op.momentum!r}")
 
 
-def _check_pretrain(pt: PretrainConfig) -> None:
+def _check_pretrain(pt: PretrainConfig, md: ModelConfig, el: ElectronsConfig) -> None:
+    """Step count, learning rate; a crystal start needs one spin, and both starts need envelopes that can break the translations."""
     if pt.steps < 0:
         raise ConfigError(f"pretrain.steps: must be non-negative, got {pt.steps!r}")
     if not pt.learning_rate > 0:
         raise ConfigError(f"pretrain.learning_rate: must be positive, got {pt.learning_rate!r}")
+    if pt.target in ("crystal", "both") and el.n_down != 0:
+        raise ConfigError(f'pretrain.target: "{pt.target}" starts from the classical crystal, implemented for spin-polarised systems only (electrons.n_down = 0); set pretrain.target = "bloch"')
+    if pt.target == "both" and md.envelope_momenta != "mixed":
+        raise ConfigError(
+            'pretrain.target: "both" compares the liquid with the crystal; it needs model.envelope_momenta = "mixed" '
+            "(fixed momenta confine the crystal to the liquid's crystal momentum)"
+        )
 
 
 def _check_training(tr: TrainingConfig) -> None:

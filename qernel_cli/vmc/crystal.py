@@ -21,7 +21,9 @@ the two branches cross.
 from __future__ import annotations
 
 import numpy as np
-from jaxtyping import Float
+from typing import Any, Sequence
+
+from jaxtyping import Complex, Float
 
 from qernel_cli.hamiltonian.bands import Orbitals
 from qernel_cli.hamiltonian.ewald import ewald_energy
@@ -112,3 +114,55 @@ def family_crystal_orbitals(supercell: Supercell, sites: np.ndarray, depths: np.
         stacked.append(Orbitals(k=narrowest.k, G=narrowest.G, coefficients=c, energies=narrowest.energies, area=narrowest.area))
     return jax.tree.map(lambda *leaves: np.stack(leaves), *stacked)
 
+
+def crystal_mixing(
+    momenta: Float[np.ndarray, "M 2"],
+    basis: Float[np.ndarray, "n_G 2"],
+    states: Complex[np.ndarray, "A M n_G"],
+    sites: Float[np.ndarray, "n 2"],
+    widths: Sequence[float],
+) -> Complex[np.ndarray, "A n M"]:
+    """Band-mixing coefficients U^a_jm that put orbital j on the Gaussian of site R_j (width s_a at anchor a).
+
+    The band states β_m = e^{ik_m·r} Σ_G c_m(G) e^{iG·r} are orthonormal, so
+    the best approximation of the Gaussian g_j in their span is the projection
+    U_jm = ⟨β_m|g_j⟩ = Σ_G c_m(G)* e^{−|k_m+G|²s²/2} e^{−i(k_m+G)·R_j}; each
+    orbital is then scaled to amplitude 1 at its site, as the Bloch envelopes
+    start with O(1) amplitudes.
+    """
+    momenta, basis, sites = np.asarray(momenta, float), np.asarray(basis, float), np.asarray(sites, float)
+    q = momenta[:, None, :] + basis[None, :, :]  # (M, n_G, 2)
+    phase = np.exp(1j * np.einsum("mgx,jx->jmg", q, sites))  # e^{i(k_m+G)·R_j}
+    mixing = []
+    for beta, s in zip(np.asarray(states), widths):
+        gauss = np.exp(-0.5 * np.sum(q**2, axis=-1) * s**2)  # (M, n_G)
+        u = np.einsum("mg,mg,jmg->jm", beta.conj(), gauss, phase.conj())
+        at_site = np.einsum("jm,mg,jmg->j", u, beta, phase)  # e_j(R_j)
+        mixing.append(u / at_site[:, None])
+    return np.stack(mixing)
+
+
+def crystal_start(model: Any, sites: Float[np.ndarray, "n 2"], phi_deg: float) -> Any:
+    """``model`` (a Wavefunction or its parameters) with band-mixing envelopes put on the crystal ``sites``.
+
+    Each anchor's Gaussians take the oscillator width of the anchor's depth.
+    Envelopes that keep each orbital's Bloch momentum cannot localise; they
+    are returned unchanged (the fidelity pre-training then does what it can).
+    """
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    from qernel_cli.model.envelopes import BandMixingEnvelope
+
+    envelope = model.orbitals.blocks[0].envelope
+    if not isinstance(envelope, BandMixingEnvelope):
+        return model
+    centre, scale = model.condition_centre[0], model.condition_scale[0]
+    widths = [oscillator_width(centre + c0 * scale, phi_deg) for c0 in envelope.anchors]
+    mixing = crystal_mixing(np.asarray(envelope.momenta), np.asarray(envelope.basis), envelope.states.value, sites, widths)
+    mixing = np.broadcast_to(mixing[:, None], envelope.mixing_re.shape)
+    return eqx.tree_at(
+        lambda m: (m.orbitals.blocks[0].envelope.mixing_re, m.orbitals.blocks[0].envelope.mixing_im),
+        model,
+        (jnp.asarray(mixing.real, dtype=envelope.mixing_re.dtype), jnp.asarray(mixing.imag, dtype=envelope.mixing_im.dtype)),
+    )

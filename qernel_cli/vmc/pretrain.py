@@ -34,7 +34,7 @@ from qernel_cli.hamiltonian.bands import Orbitals, evaluate_orbitals, lowest_orb
 from qernel_cli.lattice import Supercell
 from qernel_cli.stores.run_dir import RunError
 from qernel_cli.vmc.assembly import Run
-from qernel_cli.vmc.crystal import classical_ground_state, family_crystal_orbitals
+from qernel_cli.vmc.crystal import classical_ground_state, crystal_start, family_crystal_orbitals, oscillator_width
 from qernel_cli.vmc.mcmc import Walkers, adapt_width, metropolis_sweeps
 from qernel_cli.vmc.step import state_specs
 
@@ -148,6 +148,36 @@ PRETRAIN_SHELLS = 5
 """Plane-wave shells for pre-training targets (91 G; band energies converged to ~1e-8 relative at V = 30 meV)."""
 
 
+def start(run: Run, params: Any) -> tuple[Any, np.ndarray | None]:
+    """The parameters pre-training starts from, and the crystal's sites (None for the Bloch target).
+
+    For the crystal target, band-mixing envelopes are first put on the
+    classical crystal (``crystal.crystal_start``), so the fidelity fit starts
+    near its target instead of at the liquid.
+    """
+    cfg = run.config
+    if cfg.pretrain.target == "both":
+        raise RunError('pretrain.target = "both" names two runs; pre-train each branch with its own target (qernel_cli.stores.branches.branch_config)')
+    if cfg.pretrain.target != "crystal":
+        return params, None
+    sites = classical_ground_state(run.physics.supercell, cfg.electrons.n_up, run.physics.phi_deg)  # (config validation: spin-polarised)
+    return crystal_start(params, sites, run.physics.phi_deg), sites
+
+
+def _on_sites(walkers: Walkers, sites: np.ndarray, run: Run) -> Walkers:
+    """Walkers drawn from the crystal target itself: every electron on its site, displaced as |g_j|² (std s/√2 per axis).
+
+    Chains started uniformly need hundreds of sweeps to find the sites of a
+    narrow crystal, and the fidelity estimated from them meanwhile is noise.
+    """
+    shape = walkers.positions.shape  # (g, w, n, 2)
+    centre = 0.5 * (run.physics.v_min + run.physics.v_max)
+    s = oscillator_width(centre, run.physics.phi_deg)
+    noise = np.random.default_rng(run.config.training.seed + 11).normal(size=shape) * s / np.sqrt(2.0)
+    positions = run.physics.supercell.wrap(jnp.asarray(np.asarray(sites)[None, None] + noise))
+    return eqx.tree_at(lambda w: w.positions, walkers, positions.astype(walkers.positions.dtype))
+
+
 def pretrain(
     run: Run,
     params: Any,
@@ -163,6 +193,9 @@ def pretrain(
     """
     cfg = run.config
     n_steps = cfg.pretrain.steps
+    params, sites = start(run, params)
+    if sites is not None:
+        walkers = _on_sites(walkers, sites, run)
     optimizer = optax.adam(cfg.pretrain.learning_rate)
     step = make_pretrain_step(run.static, run.physics.supercell, cfg.electrons.n_up, optimizer, cfg.sampler.steps_per_iteration)
     specs = state_specs()
@@ -173,10 +206,6 @@ def pretrain(
     )
     n_shells = PRETRAIN_SHELLS
     rng = np.random.default_rng(cfg.training.seed + 7)
-    if cfg.pretrain.target == "crystal":
-        if cfg.electrons.n_down:
-            raise RunError("pretrain.target = 'crystal' is implemented for spin-polarised systems only (electrons.n_down = 0)")
-        sites = classical_ground_state(run.physics.supercell, cfg.electrons.n_up, run.physics.phi_deg)
     losses, depths_log = [], []
     supervisor.phase("pre-training")
     for i in range(n_steps):

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from qernel_cli.stores import run_dir, samples, store
+from qernel_cli.stores import branches, run_dir, samples, store
 from qernel_cli.config import Config
 from qernel_cli.errors import QernelError
 
@@ -64,6 +64,9 @@ def check_sampling(
     trained: Path, depths_meV: list[float], out_store: Path, walkers: int | None, warn: Callable[[str], None] | None = None
 ) -> tuple[Config, np.ndarray]:
     """The run's config and the depths (meV) of a `qernel sample` request; refuses what cannot be sampled or appended."""
+    if branches.is_branched(trained):
+        names = " or ".join(str(p) for p in branches.branch_dirs(trained).values())
+        raise RequestError(f"{trained} holds two branches (liquid and crystal); sample one of them: {names}")
     config = run_dir.check_trained(trained)
     depths = check_depths(depths_meV, config, warn)
     if walkers is not None and walkers > config.sampler.walkers:
@@ -82,7 +85,10 @@ def check_sampling(
 def check_phase_diagram(trained: Path, spec: str, out_dir: Path) -> np.ndarray:
     """The depths (meV) of a `qernel phasediagram` request; refuses a grid that does not parse, an untrained run, an --out that is a file."""
     depths = parse_depths(spec)
-    run_dir.check_trained(trained)
+    if branches.is_branched(trained):
+        branches.check_trained(trained)
+    else:
+        run_dir.check_trained(trained)
     check_output_dir(out_dir)
     return depths
 

@@ -35,6 +35,7 @@ from qernel_cli.vmc.evaluation import evaluate
 from qernel_cli.vmc.family import stratum_centres
 from qernel_cli.vmc.mcmc import Walkers, equilibrate, with_conditions
 from qernel_cli.vmc.pretrain import pretrain
+from qernel_cli.vmc.pretrain import start as pretrain_start
 from qernel_cli.vmc.step import TrainState, laid_out, log_abs_fn, make_step, state_specs
 
 CONSOLIDATE_SECONDS = 10.0
@@ -175,7 +176,7 @@ def _pretrained(session: _Session, state: TrainState, key: jax.Array) -> TrainSt
     """Pre-training (``pretrain.steps``): parameters and walkers fitted to the target; infidelities go to train.zarr."""
     run, reporter = session.run, session.reporter
     if not run.config.pretrain.steps:
-        return state
+        return eqx.tree_at(lambda s: s.params, state, pretrain_start(run, state.params)[0])
     if reporter:
         reporter.start_pretrain(run.config.pretrain.steps)
     try:
@@ -362,6 +363,8 @@ def train(
     process calls this; only process 0 writes the run directory.
     """
     out_dir = Path(out_dir)
+    if config is not None and config.pretrain.target == "both":
+        raise RunError('pretrain.target = "both" trains two runs: use qernel_cli.workflows.branches.train_branches')
     main = parallel.is_main_process()
     if main:
         config = prepare(out_dir, config, resume=resume, force=force, steps=steps)
