@@ -79,9 +79,12 @@ def test_two_branches_train_resume_and_compare(tmp_path, cli_env):
     for path in sorted((run / "crystal").rglob("*"), reverse=True):
         path.rmdir() if path.is_dir() else path.unlink()
     (run / "crystal").rmdir()
-    again = train_branches(None, run, resume=True)
+    done = run_qernel(["train", "--resume", "--out", run, "--json", "--quiet"], cli_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = json.loads(done.stdout)
     assert tree_hashes(run / "liquid") == liquid
     assert again["branches"]["crystal"]["parameter_fingerprint"] == crystal["parameter_fingerprint"]  # same seed, same run
+    assert "stored config" in error_line(run_qernel(["train", "--resume", "--out", run, "--set", "training.seed=1"], cli_env))
 
     # Sampling needs one branch; the phase diagram takes both.
     refused = error_line(run_qernel(["sample", run, "--depth", "10", "--out", tmp_path / "s.zarr"], cli_env))

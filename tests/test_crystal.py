@@ -88,3 +88,29 @@ def test_crystal_start_puts_band_mixing_envelopes_on_the_sites():
 
     assert np.all(overlaps(model) < 0.6)  # Bloch orbitals: spread over the cell
     assert np.all(overlaps(crystal_start(model, sites, phi)) > 0.98)  # two bands per momentum hold the Gaussians
+
+
+def test_real_space_crystal_target_is_the_plane_wave_one_up_to_a_constant():
+    """Poisson summation: the image sum of Gaussians and their plane-wave series give the same determinant up to a constant factor."""
+    import jax.numpy as jnp
+
+    from qernel_cli.lattice import points_in_disc
+    from qernel_cli.vmc.crystal import CrystalTarget, crystal_log_psi
+
+    cell = Supercell(3, 3)
+    sites = classical_ground_state(cell, 6, 45.0)
+    rng = np.random.default_rng(1)
+    for width in (0.12, 0.3):
+        configurations = sites[None] + rng.normal(size=(5, 6, 2)) * width
+        target = CrystalTarget(jnp.asarray(sites), jnp.asarray(width))
+        real_space = np.array([complex(crystal_log_psi(target, jnp.asarray(x), cell)) for x in configurations])
+        q, _ = points_in_disc(cell.reciprocal, 8.0 / width)  # the series to e^{−32}: crystal_orbitals stops at e^{−12.5}
+        plane_waves = []
+        for x in configurations:
+            phases = np.exp(1j * np.einsum("ijx,qx->ijq", x[:, None, :] - sites[None, :, :], q))
+            plane_waves.append(np.linalg.slogdet(np.sum(np.exp(-0.5 * np.sum(q**2, -1) * width**2) * phases, axis=-1)))
+        plane_waves = np.array(plane_waves)
+        log_pw = np.log(np.abs(plane_waves[:, 0])) + plane_waves[:, 1].real
+        np.testing.assert_allclose(real_space.real - log_pw, (real_space.real - log_pw)[0], atol=1e-7)
+        sign = np.exp(1j * real_space.imag) * np.conj(plane_waves[:, 0] / np.abs(plane_waves[:, 0]))
+        np.testing.assert_allclose(sign, sign[0], atol=1e-7)

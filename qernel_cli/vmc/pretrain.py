@@ -34,7 +34,7 @@ from qernel_cli.hamiltonian.bands import Orbitals, evaluate_orbitals, lowest_orb
 from qernel_cli.lattice import Supercell
 from qernel_cli.stores.run_dir import RunError
 from qernel_cli.vmc.assembly import Run
-from qernel_cli.vmc.crystal import classical_ground_state, crystal_start, family_crystal_orbitals, oscillator_width
+from qernel_cli.vmc.crystal import classical_ground_state, crystal_log_psi, crystal_start, family_crystal_targets, oscillator_width
 from qernel_cli.vmc.mcmc import Walkers, adapt_width, metropolis_sweeps
 from qernel_cli.vmc.step import state_specs
 
@@ -97,38 +97,37 @@ class PretrainState(eqx.Module):
     key: PRNGKeyArray
 
 
+TargetLogPsi = Callable[[Any, Float[Array, "n 2"]], Array]
+"""log of the pre-training target (complex) of one group's target parameters at one configuration."""
+
+
 def make_pretrain_step(
-    static: PyTree, supercell: Supercell, n_up: int, optimizer: optax.GradientTransformation, mcmc_steps: int
+    static: PyTree, supercell: Supercell, target: TargetLogPsi, optimizer: optax.GradientTransformation, mcmc_steps: int
 ) -> Callable:
-    """Jitted ``(state, orbitals) -> (state, loss per group, acceptance)``."""
+    """Jitted ``(state, targets) -> (state, loss per group, acceptance)``; ``targets`` hold each group's target parameters."""
 
     @eqx.filter_jit
-    def step(state: PretrainState, orbitals: Orbitals):
+    def step(state: PretrainState, targets: PyTree):
         key, k_mcmc = jax.random.split(state.key)
-        # Sample every group from its Bloch determinant; the group's orbitals act as its "conditions".
-        bloch_walkers = Walkers(
+        log_abs = lambda x, t: jnp.real(target(t, x))  # noqa: E731
+        # Sample every group from its target; the group's target parameters act as its "conditions".
+        target_walkers = Walkers(
             positions=state.walkers.positions,
-            conditions=orbitals,
-            log_abs=jax.vmap(jax.vmap(lambda x, o: jnp.real(bloch_log_psi(o, n_up, x)), (0, None)), (0, 0))(
-                state.walkers.positions, orbitals
-            ),
+            conditions=targets,
+            log_abs=jax.vmap(jax.vmap(log_abs, (0, None)), (0, 0))(state.walkers.positions, targets),
             width=state.walkers.width,
         )
-        moved, acceptance = metropolis_sweeps(
-            lambda x, o: jnp.real(bloch_log_psi(o, n_up, x)), bloch_walkers, k_mcmc, supercell, mcmc_steps
-        )
+        moved, acceptance = metropolis_sweeps(log_abs, target_walkers, k_mcmc, supercell, mcmc_steps)
         moved = adapt_width(moved, acceptance)
         walkers = Walkers(
             positions=moved.positions, conditions=state.walkers.conditions, log_abs=moved.log_abs, width=moved.width
         )
-        log_bloch = jax.vmap(jax.vmap(lambda x, o: bloch_log_psi(o, n_up, x), (0, None)), (0, 0))(
-            walkers.positions, orbitals
-        )
+        log_target = jax.vmap(jax.vmap(lambda x, t: target(t, x), (0, None)), (0, 0))(walkers.positions, targets)
 
         def loss_fn(params):
             model = eqx.combine(params, static)
             log_model = jax.vmap(jax.vmap(model.determinant_log_psi, (0, None)), (0, 0))(walkers.positions, walkers.conditions)
-            per_group = jax.vmap(infidelity)(log_model, log_bloch)
+            per_group = jax.vmap(infidelity)(log_model, log_target)
             return jnp.mean(per_group), per_group
 
         (_, per_group), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -197,7 +196,12 @@ def pretrain(
     if sites is not None:
         walkers = _on_sites(walkers, sites, run)
     optimizer = optax.adam(cfg.pretrain.learning_rate)
-    step = make_pretrain_step(run.static, run.physics.supercell, cfg.electrons.n_up, optimizer, cfg.sampler.steps_per_iteration)
+    supercell, n_up = run.physics.supercell, cfg.electrons.n_up
+    if sites is None:
+        target: TargetLogPsi = lambda orbitals, x: bloch_log_psi(orbitals, n_up, x)  # noqa: E731
+    else:
+        target = lambda crystal, x: crystal_log_psi(crystal, x, supercell)  # noqa: E731
+    step = make_pretrain_step(run.static, supercell, target, optimizer, cfg.sampler.steps_per_iteration)
     specs = state_specs()
     state = parallel.place(  # the layout the step returns, so that its first call compiles the program the others run
         PretrainState(params=params, opt_state=optimizer.init(params), walkers=walkers, key=key),
@@ -214,12 +218,12 @@ def pretrain(
         g = run.n_groups
         edges = np.linspace(run.physics.v_min, run.physics.v_max, g + 1)
         depths = edges[:-1] + rng.uniform(size=g) * np.diff(edges)
-        if cfg.pretrain.target == "crystal":
-            orbitals = family_crystal_orbitals(run.physics.supercell, sites, depths, run.physics.phi_deg, run.physics.v_max)
+        if sites is not None:
+            targets = family_crystal_targets(sites, depths, run.physics.phi_deg)
         else:
-            orbitals = family_orbitals(run.physics.supercell, cfg.electrons.n_up, cfg.electrons.n_down, depths, run.physics.phi_deg, n_shells)
+            targets = family_orbitals(supercell, n_up, cfg.electrons.n_down, depths, run.physics.phi_deg, n_shells)
         state = eqx.tree_at(lambda s: s.walkers.conditions, state, np.asarray(depths[:, None]))
-        state, loss, acceptance = step(state, jax.tree.map(np.asarray, orbitals))
+        state, loss, acceptance = step(state, jax.tree.map(np.asarray, targets))
         loss, acceptance = parallel.to_host((loss, acceptance))
         losses.append(np.asarray(loss))
         depths_log.append(depths)
