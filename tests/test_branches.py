@@ -59,31 +59,34 @@ def test_hysteresis_window_is_where_the_crystal_branch_is_more_ordered():
     assert none["from_meV"] is None and none["distinct_depths_meV"] == []
 
 
-def test_two_branches_train_resume_and_compare(tmp_path, cli_env):
+def test_two_branches_train_join_resume_and_compare(tmp_path, cli_env):
     from qernel_cli.workflows.branch_diagram import branch_phase_diagram
     from qernel_cli.workflows.branches import train_branches
 
-    run = tmp_path / "run"
-    summary = train_branches(resolve("moire-tiny", BOTH), run)
-    assert (run / "branches.toml").is_file() and json.loads((run / "summary.json").read_text()) == summary
-    for name, target in (("liquid", "bloch"), ("crystal", "crystal")):
-        assert f'target = "{target}"' in (run / name / "config.toml").read_text()
+    run, config = tmp_path / "run", resolve("moire-tiny", BOTH)
+    # One branch: its summary, the other pending.
+    first = train_branches(config, run, branch="liquid")
+    assert first["pending"] == ["crystal"] and list(first["branches"]) == ["liquid"] and (run / "branches.toml").is_file()
+    assert f'target = "bloch"' in (run / "liquid" / "config.toml").read_text() and not (run / "crystal").exists()
+    liquid = tree_hashes(run / "liquid")
+    # The other branch joins the run from another process (same config); then the comparison is complete.
+    (tmp_path / "both.toml").write_text(config.to_toml())
+    done = run_qernel(["train", "--preset", tmp_path / "both.toml", "--branch", "crystal", "--out", run, "--json", "--quiet"], cli_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert f'target = "crystal"' in (run / "crystal" / "config.toml").read_text() and tree_hashes(run / "liquid") == liquid
+    assert json.loads((run / "summary.json").read_text()) == summary and "pending" not in summary
+    for name in ("liquid", "crystal"):
         assert summary["branches"][name]["steps"] == 2
     for d in summary["depths"]:
         delta = d["crystal_energy_per_electron_meV"] - d["liquid_energy_per_electron_meV"]
         assert d["crystal_minus_liquid_meV"] == pytest.approx(delta) and d["lower"] == lower_branch(delta, d["crystal_minus_liquid_error_meV"])
-
-    # Resume: a finished branch is left alone, one not begun is trained.
-    liquid = tree_hashes(run / "liquid")
-    crystal = json.loads((run / "crystal" / "summary.json").read_text())
-    for path in sorted((run / "crystal").rglob("*"), reverse=True):
-        path.rmdir() if path.is_dir() else path.unlink()
-    (run / "crystal").rmdir()
-    done = run_qernel(["train", "--resume", "--out", run, "--json", "--quiet"], cli_env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    again = json.loads(done.stdout)
-    assert tree_hashes(run / "liquid") == liquid
-    assert again["branches"]["crystal"]["parameter_fingerprint"] == crystal["parameter_fingerprint"]  # same seed, same run
+    # A branch that has begun does not start again; a resume leaves finished branches alone; the config stays the stored one.
+    assert "has begun" in error_line(run_qernel(["train", "--preset", tmp_path / "both.toml", "--branch", "crystal", "--out", run], cli_env))
+    crystal = tree_hashes(run / "crystal")
+    resumed = run_qernel(["train", "--resume", "--out", run, "--json", "--quiet"], cli_env)
+    assert resumed.returncode == 0 and json.loads(resumed.stdout)["depths"] == summary["depths"]
+    assert tree_hashes(run / "liquid") == liquid and tree_hashes(run / "crystal") == crystal
     assert "stored config" in error_line(run_qernel(["train", "--resume", "--out", run, "--set", "training.seed=1"], cli_env))
 
     # Sampling needs one branch; the phase diagram takes both.
@@ -93,5 +96,6 @@ def test_two_branches_train_resume_and_compare(tmp_path, cli_env):
     assert (tmp_path / "pd" / "branches.png").is_file() and (tmp_path / "pd" / "liquid" / "phasediagram.zarr").exists()
     assert json.loads((tmp_path / "pd" / "phasediagram.json").read_text()) == pd
     assert [d["V_meV"] for d in pd["depths"]] == [5.0, 25.0] and pd["crossing"]["sign_changes"] in (0, 1)
+    assert pd["ground_state_transition"] is None  # (needs three depths)
     for d in pd["depths"]:
         assert 0.0 <= d["liquid_site_order"] <= 1.0 and 0.0 <= d["crystal_site_order"] <= 1.0

@@ -97,6 +97,13 @@ def print_branches(summary: dict) -> None:
     for name, branch in summary["branches"].items():
         out.print(f"branch {name} ({branch['run_dir']})", highlight=False)
         print_energies(branch)
+    if summary.get("pending"):
+        out.print(
+            f"branch {', '.join(summary['pending'])} not trained yet: the comparison follows when both are "
+            f"(`qernel train --resume --out {summary['run_dir']}`)",
+            highlight=False,
+        )
+        return
     rows = [
         (
             f"{d['V_meV']:.3f}",
@@ -164,6 +171,9 @@ def print_branch_diagram(summary: dict) -> None:
             f"E_crystal − E_liquid keeps its sign over the grid: the {lower} branch is lower or equal throughout "
             f"(significantly at {significant} of {len(summary['depths'])} depths)"
         )
+    g = summary.get("ground_state_transition")
+    if g and g["depth"] is not None:
+        out.print(f"lower branch's curve: transition at {g['depth']:.2f} ± {g['error']:.2f} meV ({g['method']})")
     if h and h["from_meV"] is not None:
         out.print(f"branches distinct states (hysteresis window) at {h['from_meV']:g}–{h['to_meV']:g} meV ({h['criterion']})")
     elif h:

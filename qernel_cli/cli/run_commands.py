@@ -27,6 +27,7 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="Random seed (overrides training.seed).", min=0)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out from its checkpoint (uses its stored config).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Delete and overwrite an existing run directory.")] = False,
+    branch: Annotated[Optional[str], typer.Option(help='Of a two-branch run (pretrain.target = "both"): train only this branch, liquid or crystal (the two at once in two processes or on two hosts; a new one may join a run of the same config).')] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout at the end.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
     devices: Annotated[Optional[int], typer.Option(help="Split the walkers over this many devices (default: all; on a CPU-only host, creates that many CPU devices).", min=1)] = None,
@@ -51,10 +52,13 @@ def train(
 
     branched = branches.is_branched(out_dir) if resume else branches.is_branched_config(config)
     layout = branches if branched else run_dir
+    if branch is not None and (not branched or branch not in branches.BRANCHES):
+        raise fail(f'--branch {branch}: needs a two-branch run (pretrain.target = "both") and one of {", ".join(branches.BRANCHES)}')
     if resume:
         layout.check_resumable(out_dir, steps)
     elif not joins_other_processes(num_processes, distributed):  # (the others might already see process 0's new files)
-        layout.check_new(out_dir, force=force)
+        if branch is None or force or not branches.check_joinable(out_dir, config, branch):
+            layout.check_new(out_dir, force=force)
 
     from qernel_cli import parallel
     from qernel_cli.progress import TrainReporter
@@ -76,7 +80,7 @@ def train(
         from qernel_cli.workflows.branches import train_branches
 
         def work(interrupt):
-            return train_branches(config, out_dir, resume=resume, force=force, steps=steps, reporter=reporter, mesh=mesh)
+            return train_branches(config, out_dir, resume=resume, force=force, steps=steps, reporter=reporter, mesh=mesh, branch=branch)
     else:
         def work(interrupt):
             return run_training(config, out_dir, resume=resume, force=force, steps=steps, reporter=reporter, mesh=mesh)

@@ -90,13 +90,36 @@ def check_trained(path: Path) -> Config:
     return config
 
 
-def prepare(out_dir: Path, config: Config | None, *, resume: bool, force: bool, steps: int | None = None) -> Config:
-    """Create (or reopen with ``resume``) a two-branch run directory; returns its config (``pretrain.target = "both"``)."""
+def check_joinable(out_dir: Path, config: Config, branch: str) -> bool:
+    """Whether a new ``branch`` can join the two-branch run in ``out_dir`` (same config, branch not begun); refuses otherwise (reads only).
+
+    False when ``out_dir`` is not a two-branch run (then it is created as a new one).
+    """
+    out_dir = Path(out_dir)
+    if not is_branched(out_dir):
+        return False
+    if (out_dir / MANIFEST_FILE).read_text() != config.to_toml():
+        raise RunError(f"{out_dir} holds a two-branch run of another config; use another --out, or --resume it")
+    if (branch_dirs(out_dir)[branch] / run_dir.CONFIG_FILE).is_file():
+        raise RunError(f"branch {branch} of {out_dir} has begun; continue it with --resume --branch {branch}")
+    return True
+
+
+def prepare(
+    out_dir: Path, config: Config | None, *, resume: bool, force: bool, steps: int | None = None, branch: str | None = None
+) -> Config:
+    """Create (or reopen with ``resume``) a two-branch run directory; returns its config (``pretrain.target = "both"``).
+
+    With ``branch`` a new run may join an existing two-branch run of the same
+    config whose ``branch`` has not begun (the branches trained at once, in two processes).
+    """
     out_dir = Path(out_dir)
     if resume:
         return check_resumable(out_dir, steps)
     if config is None or not is_branched_config(config):
         raise RunError('a two-branch run needs a config with pretrain.target = "both"')
+    if branch is not None and not force and check_joinable(out_dir, config, branch):
+        return config
     check_new(out_dir, force=force)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         shutil.rmtree(out_dir)  # check_new allowed it: --force over a QERNEL run

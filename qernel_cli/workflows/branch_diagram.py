@@ -17,6 +17,7 @@ import numpy as np
 
 from qernel_cli.observables.branches import branch_crossing, hysteresis_window, lower_branch
 from qernel_cli.observables.sites import random_site_order
+from qernel_cli.observables.transition import estimate_transition
 from qernel_cli.stores import branches
 from qernel_cli.workflows.phasediagram import phase_diagram
 
@@ -61,6 +62,7 @@ def compare(run_dir: Path, out_dir: Path, results: dict[str, dict[str, Any]]) ->
     delta = e["crystal"][0] - e["liquid"][0]
     delta_error = np.hypot(e["crystal"][1], e["liquid"][1])
     crossing = branch_crossing(v, delta, delta_error) if len(v) >= 2 else None
+    ground = _ground_transition(v, delta, liquid, crystal)
     has_order = bool(np.all(np.isfinite(m["liquid"][0])) and np.all(np.isfinite(m["crystal"][0])))
     window = hysteresis_window(v, *m["liquid"], *m["crystal"]) if has_order else None
     rows = [
@@ -97,9 +99,29 @@ def compare(run_dir: Path, out_dir: Path, results: dict[str, dict[str, Any]]) ->
         "protocol": "two branches: the same model trained from the liquid (Bloch) and from the crystal start; the lower energy is the ground-state estimate",
         "crossing": None if crossing is None else crossing.as_dict(),
         "hysteresis": window,
+        "ground_state_transition": ground,
         "depths": rows,
         "branches": {name: {"out_dir": r["out_dir"], "transition": r["transition"]} for name, r in results.items()},
     }
+
+
+def _ground_transition(v: np.ndarray, delta: np.ndarray, liquid: list[dict], crystal: list[dict]) -> dict | None:
+    """The single-branch transition estimates (order-parameter step, E_int slope change) on the lower branch's curve.
+
+    At each depth the branch with the lower mean energy stands for the ground
+    state; its m²_site and E_int/N are fitted as one phase diagram. Where the
+    lower branch changes at the crossing the curve jumps there by construction,
+    so this estimate is not independent of the crossing; each branch's own
+    estimate is in ``branches``.
+    """
+    if len(v) < 3:
+        return None
+    rows = [c if d < 0 else l for d, l, c in zip(delta, liquid, crystal)]
+    order, order_error = _column(rows, "site_order"), _column(rows, "site_order_error")
+    if not np.all(np.isfinite(order)):
+        order = order_error = np.full(len(v), np.nan)
+    t = estimate_transition(v, order, order_error, _column(rows, "interaction_meV"), _column(rows, "interaction_error_meV"))
+    return t.as_dict() | {"branch_per_depth": ["crystal" if d < 0 else "liquid" for d in delta]}
 
 
 def _random_order(run_dir: Path, n_electrons: int) -> float:

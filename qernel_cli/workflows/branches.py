@@ -42,27 +42,37 @@ def train_branches(
     steps: int | None = None,
     reporter: Any | None = None,
     mesh: Mesh | None = None,
+    branch: str | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) both branches; returns the two-branch summary (also written to ``summary.json``)."""
+    """Train (or resume) both branches, or only ``branch``; returns the two-branch summary (also written to ``summary.json``).
+
+    With one branch the comparison follows once the other branch has finished
+    too (its summary read from its directory); until then ``pending`` names it.
+    """
     out_dir = Path(out_dir)
     main = parallel.is_main_process()
     if main:
-        config = branches.prepare(out_dir, config, resume=resume, force=force, steps=steps)
+        config = branches.prepare(out_dir, config, resume=resume, force=force, steps=steps, branch=branch)
     parallel.barrier("qernel-branches-dir")
     if not main:
         config = branches.check_resumable(out_dir, steps) if resume else config
     results = {}
     for name, path in branches.branch_dirs(out_dir).items():
-        supervisor.phase(f"branch {name}")
         done = _finished(path, config.training.steps)
-        if done is not None:
-            results[name] = done
+        if done is not None or (branch is not None and name != branch):
+            if done is not None:
+                results[name] = done
             continue
+        supervisor.phase(f"branch {name}")
         begun = (path / run_dir.CONFIG_FILE).is_file()
         results[name] = train(
             None if begun else branches.branch_config(config, name), path,
             resume=begun, steps=config.training.steps if begun else None, reporter=reporter, mesh=mesh,
         )
+    if len(results) < len(branches.BRANCHES):
+        pending = [name for name in branches.BRANCHES if name not in results]
+        fingerprint = "/".join(r["parameter_fingerprint"] for r in results.values())
+        return {"run_dir": str(out_dir), "branches": results, "depths": [], "pending": pending, "parameter_fingerprint": fingerprint, "warnings": []}
     summary = branch_summary(out_dir, results)
     if main:
         run_dir.atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2))
