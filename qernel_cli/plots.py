@@ -96,13 +96,18 @@ def phase_diagram_figure(path: Path, depths: np.ndarray, series: dict[str, tuple
         axes[2].axhline(liquid_order, color="gray", ls=":", lw=0.8, label="randomly occupied sites")
         axes[2].legend(fontsize=8)
     axes[2].set_ylabel("site-projected crystal order m²_site")
+    _save_depth_axes(fig, axes, path, transition)
+
+
+def _save_depth_axes(fig, axes, path: Path, band: tuple[float, float] | None) -> None:
+    """Label every panel's depth axis, shade V_c ± σ on each (where given), save and close the figure."""
     for ax in axes:
         ax.set_xlabel("moiré depth V (meV)")
-        if transition is not None and np.isfinite(transition[0]):
-            ax.axvspan(transition[0] - transition[1], transition[0] + transition[1], color="orange", alpha=0.2)
-            ax.axvline(transition[0], color="orange", lw=1)
+        if band is not None and np.isfinite(band[0]):
+            ax.axvspan(band[0] - band[1], band[0] + band[1], color="orange", alpha=0.2)
+            ax.axvline(band[0], color="orange", lw=1)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 def branches_figure(
@@ -134,10 +139,4 @@ def branches_figure(
         axes[2].axvspan(distinct[0], distinct[1], color="gray", alpha=0.15, label="branches distinct")
     axes[2].legend(fontsize=8)
     axes[2].set_ylabel("site-projected crystal order m²_site")
-    for ax in axes:
-        ax.set_xlabel("moiré depth V (meV)")
-        if crossing is not None and np.isfinite(crossing[0]):
-            ax.axvspan(crossing[0] - crossing[1], crossing[0] + crossing[1], color="orange", alpha=0.2)
-            ax.axvline(crossing[0], color="orange", lw=1)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_depth_axes(fig, axes, path, crossing)
