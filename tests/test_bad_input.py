@@ -84,6 +84,9 @@ def _(d, run, samples):
 
 simple("unknown-preset", ["train", "--out", "{out}", "--preset", "moire-huge"], "unknown preset 'moire-huge'; available: moire-tiny")
 simple("mistyped-key", ["config", "--set", "model.layrs=3"], "unknown key model.layrs; did you mean model.layers?")
+simple("branch-of-a-one-branch-run", ["train", "--out", "{out}", "--set", "pretrain.target=bloch", "--branch", "liquid"], "--branch liquid: needs a two-branch run")
+simple("unknown-branch", ["train", "--out", "{out}", "--branch", "solid"], "--branch solid: needs a two-branch run (pretrain.target = \"both\") and one of liquid, crystal")
+simple("both-starts-spinful", ["train", "--out", "{out}", "--set", "electrons.n_up=3", "--set", "electrons.n_down=3"], 'pretrain.target: "both" starts from the classical crystal')
 simple("mistyped-section", ["config", "--set", "sampeler.walkers=8"], "unknown key sampeler; did you mean sampler?")
 simple("wrong-case-key", ["train", "--out", "{out}", "--set", "training.Steps=3"], "did you mean training.steps?")
 simple("unknown-key-no-suggestion", ["config", "--set", "model.zzz=3"], "unknown key model.zzz; known: determinants")
