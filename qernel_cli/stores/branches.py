@@ -18,7 +18,6 @@ Nothing here imports JAX.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 from qernel_cli.config import Config, from_dict, read_toml
@@ -121,11 +120,5 @@ def prepare(
     if branch is not None and not force and check_joinable(out_dir, config, branch):
         return config
     check_new(out_dir, force=force)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        shutil.rmtree(out_dir)  # check_new allowed it: --force over a QERNEL run
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise RunError(f"cannot write run directory {out_dir}: {os_reason(error)}") from None
-    run_dir.atomic_write(out_dir / MANIFEST_FILE, config.to_toml())
+    run_dir.create(out_dir, MANIFEST_FILE, config.to_toml())
     return config

@@ -112,14 +112,19 @@ def prepare(out_dir: Path, config: Config | None, *, resume: bool, force: bool, 
     if config is None:
         raise RunError("a config (preset) is needed to start a new run")
     check_new(out_dir, force=force)
+    create(out_dir, CONFIG_FILE, config.to_toml())
+    return config
+
+
+def create(out_dir: Path, name: str, text: str) -> None:
+    """Empty ``out_dir`` (a run the caller's check allowed to be overwritten), create it and write ``text`` to its file ``name`` atomically."""
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        shutil.rmtree(out_dir)  # check_new allowed it: --force over a QERNEL run
+        shutil.rmtree(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(out_dir / CONFIG_FILE, config.to_toml())
     except OSError as error:
         raise RunError(f"cannot write run directory {out_dir}: {os_reason(error)}") from None
-    return config
+    atomic_write(out_dir / name, text)
 
 
 def atomic_write(path: Path, text: str) -> None:

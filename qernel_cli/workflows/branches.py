@@ -24,6 +24,7 @@ from qernel_cli.observables.branches import lower_branch
 from qernel_cli.stores import branches, run_dir
 from qernel_cli.workflows.train import train
 
+
 def _finished(path: Path, steps: int) -> dict[str, Any] | None:
     """The summary of a branch already trained to ``steps`` steps (None if it is not)."""
     try:
